@@ -1,0 +1,154 @@
+"""One async engine per process, with the SQLite write discipline and the ambient transaction.
+
+The idempotency layer opens a transaction and makes it *ambient*; handlers that ask
+for :meth:`Database.write` inside it join that transaction instead of opening their
+own, so their writes and the recorded response commit together (SPEC §3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+_ambient: ContextVar[AsyncConnection | None] = ContextVar("retrysafe_ambient_tx", default=None)
+
+_IMMEDIATE = "retrysafe_immediate"
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be reached or stayed locked; the request did not run (503)."""
+
+
+def async_url(url: str) -> str:
+    """Map the driver-less URLs users type to the async drivers we ship."""
+    if url.startswith("sqlite:"):
+        return "sqlite+aiosqlite:" + url[len("sqlite:") :]
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    return url
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # isolation_level=None hands transaction control to our "begin" hook below:
+    # pysqlite's own implicit BEGIN would start writes as DEFERRED and invite
+    # SQLITE_BUSY upgrades between processes.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # Writers take the write lock up front so a transaction never fails half-way on upgrade.
+    immediate = conn.get_execution_options().get(_IMMEDIATE, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Database:
+    """Connections for reads and for writes; on SQLite one writer per process at a time."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite}
+        if not self.is_sqlite:
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
+        self.engine: AsyncEngine = create_async_engine(async_url(url), **kwargs)
+        # SQLite has one writer per file; queueing writers in-process on a lock is far
+        # cheaper than letting them spin in SQLite's busy handler. Other processes
+        # sharing the file still wait through busy_timeout.
+        self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+    @staticmethod
+    def ambient() -> AsyncConnection | None:
+        """The transaction the idempotency layer opened for this request, if any."""
+        return _ambient.get()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads; inside an ambient transaction, that transaction."""
+        current = _ambient.get()
+        if current is not None:
+            yield current
+            return
+        async with self._connect() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction committed on exit; joins the ambient one if there is one."""
+        current = _ambient.get()
+        if current is not None:
+            yield current
+            return
+        async with self.transaction() as conn:
+            yield conn
+            await conn.commit()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """An open write transaction the caller commits; rolled back if it does not."""
+        async with self._writer_turn(), self._connect(immediate=True) as conn:
+            try:
+                await _guard(conn.begin())
+                yield conn
+            finally:
+                if conn.in_transaction():
+                    await conn.rollback()
+
+    @asynccontextmanager
+    async def ambient_transaction(self) -> AsyncIterator[AsyncConnection]:
+        """Like :meth:`transaction`, and every ``read``/``write`` below joins it."""
+        async with self.transaction() as conn:
+            token = _ambient.set(conn)
+            try:
+                yield conn
+            finally:
+                _ambient.reset(token)
+
+    @asynccontextmanager
+    async def _writer_turn(self) -> AsyncIterator[None]:
+        if self._write_lock is None:
+            yield
+            return
+        async with self._write_lock:
+            yield
+
+    @asynccontextmanager
+    async def _connect(self, *, immediate: bool = False) -> AsyncIterator[AsyncConnection]:
+        try:
+            conn = await self.engine.connect()
+        except (OSError, DBAPIError) as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
+        try:
+            if immediate and self.is_sqlite:
+                await conn.execution_options(**{_IMMEDIATE: True})
+            yield conn
+        finally:
+            await conn.close()
+
+
+async def _guard(awaitable: Any) -> Any:
+    """Turn connection-level failures into :class:`DatabaseUnavailable` (503, not 500)."""
+    try:
+        return await awaitable
+    except (OSError, OperationalError) as exc:
+        raise DatabaseUnavailable(str(exc)) from exc

@@ -1,0 +1,107 @@
+"""Table definitions (SQLAlchemy Core); the Alembic migrations create exactly these."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+organizations = Table(
+    "organizations",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    # NULL means unlimited; otherwise the lifetime number of inquiries the org may create.
+    Column("inquiry_quota", Integer, nullable=True),
+    Column("inquiries_used", Integer, nullable=False, server_default="0"),
+    Column("created_at", String(32), nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("organization_id", String(40), ForeignKey("organizations.id"), nullable=False),
+    # SHA-256 of the secret part; the secret itself is shown once and never stored.
+    Column("secret_hash", String(64), nullable=False),
+    Column("scopes", Text, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("revoked_at", String(32), nullable=True),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("organization_id", String(40), ForeignKey("organizations.id"), nullable=False),
+    Column("reference_id", String(255), nullable=True),
+    Column("name_first", String(255), nullable=True),
+    Column("name_last", String(255), nullable=True),
+    Column("email_address", String(320), nullable=True),
+    Column("birthdate", String(10), nullable=True),
+    Column("created_at", String(32), nullable=False),
+    Column("updated_at", String(32), nullable=False),
+    UniqueConstraint("organization_id", "reference_id", name="uq_accounts_org_reference"),
+    Index("ix_accounts_org_id", "organization_id", "id"),
+)
+
+inquiries = Table(
+    "inquiries",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("organization_id", String(40), ForeignKey("organizations.id"), nullable=False),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("reference_id", String(255), nullable=True),
+    Column("status", String(20), nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("updated_at", String(32), nullable=False),
+    Index("ix_inquiries_org_id", "organization_id", "id"),
+    Index("ix_inquiries_org_reference", "organization_id", "reference_id"),
+)
+
+documents = Table(
+    "documents",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("organization_id", String(40), ForeignKey("organizations.id"), nullable=False),
+    Column("inquiry_id", String(40), ForeignKey("inquiries.id"), nullable=False),
+    Column("kind", String(64), nullable=True),
+    Column("filename", String(255), nullable=True),
+    Column("content_type", String(255), nullable=True),
+    Column("size", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("storage_path", Text, nullable=False),
+    Column("created_at", String(32), nullable=False),
+)
+
+idempotency_records = Table(
+    "idempotency_records",
+    metadata,
+    Column("organization_id", String(40), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    # Lease for records held across a commit (external side effects): epoch seconds.
+    Column("locked_until", Float, nullable=True),
+    Column("lock_token", String(32), nullable=True),
+    Column("recovery_point", String(64), nullable=True),
+    Column("response_status", Integer, nullable=True),
+    Column("response_content_type", String(255), nullable=True),
+    Column("response_location", Text, nullable=True),
+    Column("response_body", LargeBinary, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_idempotency_records_expires_at", "expires_at"),
+)

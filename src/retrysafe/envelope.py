@@ -1,0 +1,122 @@
+"""The one error envelope: typed API errors and the only code that turns them into bytes.
+
+Every layer and handler raises :class:`ApiError`; nobody writes error JSON by hand.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+from retrysafe.asgi import Send
+
+JSON_CONTENT_TYPE = b"application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorObject:
+    """One entry of the ``errors`` list: what went wrong with one thing."""
+
+    status: int
+    code: str
+    details: str
+    pointer: str | None = None
+
+    def as_json(self) -> dict[str, object]:
+        body: dict[str, object] = {
+            "title": reason_phrase(self.status),
+            "details": self.details,
+            "status": str(self.status),
+            "code": self.code,
+        }
+        if self.pointer is not None:
+            body["source"] = {"pointer": self.pointer}
+        return body
+
+
+class ApiError(Exception):
+    """An error with a place in the SPEC §1 table; becomes the envelope unchanged.
+
+    ``headers`` carries what the status needs beside the body, such as ``Retry-After``.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        details: str,
+        *,
+        pointer: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        errors: Sequence[ErrorObject] = (),
+    ) -> None:
+        super().__init__(details)
+        self.status = status
+        self.errors: tuple[ErrorObject, ...] = tuple(errors) or (
+            ErrorObject(status, code, details, pointer),
+        )
+        self.headers: dict[str, str] = dict(headers or {})
+
+    @property
+    def code(self) -> str:
+        return self.errors[0].code
+
+    def body(self) -> bytes:
+        return envelope_bytes(self.errors)
+
+
+@dataclass(slots=True)
+class FieldErrors:
+    """Collects every field problem of one body so validation reports them all at once."""
+
+    errors: list[ErrorObject] = field(default_factory=list)
+
+    def add(self, status: int, code: str, details: str, pointer: str) -> None:
+        self.errors.append(ErrorObject(status, code, details, pointer))
+
+    def raise_if_any(self) -> None:
+        """Raise one 400 when any error is about shape (missing, wrong type), else one 422."""
+        if not self.errors:
+            return
+        status = 400 if any(e.status == 400 for e in self.errors) else 422
+        first = self.errors[0]
+        raise ApiError(status, first.code, first.details, errors=self.errors)
+
+
+def reason_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def envelope_bytes(errors: Iterable[ErrorObject]) -> bytes:
+    return json.dumps(
+        {"errors": [e.as_json() for e in errors]}, separators=(",", ":"), ensure_ascii=False
+    ).encode()
+
+
+def internal_error(request_id: str) -> ApiError:
+    """The 500 body: names the Request-Id so support can find the log line, and nothing else."""
+    return ApiError(
+        500,
+        "internal_error",
+        f"The server failed to handle this request. Quote Request-Id {request_id} to support.",
+    )
+
+
+async def send_error(
+    send: Send, error: ApiError, extra_headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    """Send ``error`` as a complete response; the caller owns any request-wide headers."""
+    body = error.body()
+    headers = [
+        (b"content-type", JSON_CONTENT_TYPE),
+        (b"content-length", str(len(body)).encode()),
+        *((k.lower().encode(), v.encode()) for k, v in error.headers.items()),
+        *extra_headers,
+    ]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

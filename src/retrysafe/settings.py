@@ -1,0 +1,50 @@
+"""The one configuration object of a retrysafe server, built once and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_DATABASE_URL = "sqlite:///./retrysafe.db"
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every knob of the server; the CLI builds it from flags and ``RETRYSAFE_*`` variables."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    """SQLAlchemy-style URL without a driver: ``sqlite:///path`` or ``postgresql://…``."""
+
+    redis_url: str | None = None
+    """Shared rate-limit storage; ``None`` keeps limits in this process only."""
+
+    rate_limit: str = "100/second"
+    """A ``limits`` rate string applied per API key (or client address without one)."""
+
+    idempotency_ttl: int = 24 * 60 * 60
+    """Seconds an idempotency record is replayed before the key is new again."""
+
+    max_body: int = 1 * MIB
+    """Largest non-multipart request body in bytes; beyond it the answer is 413."""
+
+    max_upload: int = 50 * MIB
+    """Largest multipart request body in bytes; beyond it the answer is 413."""
+
+    request_timeout: float = 30.0
+    """Server-side deadline of one request in seconds; beyond it the answer is 504."""
+
+    max_in_flight: int = 512
+    """Requests served at once by one process; the next one is shed with 503."""
+
+    provider_url: str | None = None
+    """Upstream verification provider; ``None`` runs the reference provider in-process."""
+
+    document_dir: Path = field(default_factory=lambda: Path("./retrysafe-documents"))
+    """Where uploaded document contents are written."""
+
+    purge_interval: float = 600.0
+    """Seconds between background purges of expired idempotency records."""
+
+    max_json_depth: int = 32
+    """Deepest nesting a JSON body may have; deeper bodies are rejected with 400."""
