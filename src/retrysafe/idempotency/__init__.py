@@ -1,0 +1,1 @@
+"""Idempotency without ASGI or SQL: keys, fingerprints, records and the decision state machine."""

@@ -1,0 +1,44 @@
+"""The ``Idempotency-Key`` header: which values are keys, and what key a value means."""
+
+from __future__ import annotations
+
+from retrysafe.envelope import ApiError
+
+MAX_KEY_LENGTH = 255
+
+
+def parse_idempotency_key(raw: bytes) -> str:
+    """Return the key a header value names, or raise 400 ``invalid_idempotency_key``.
+
+    The IETF draft sends the key as a structured-field string (``"abc"``); plain
+    ``abc`` is what Stripe and Persona clients send. Both mean the same key, so
+    the quotes (and sf-string escapes) are removed before anything else.
+    """
+    value = raw.decode("latin-1").strip(" \t")
+    if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+        value = _unescape_sf_string(value[1:-1])
+    if not 1 <= len(value) <= MAX_KEY_LENGTH or not all("!" <= c <= "~" for c in value):
+        raise ApiError(
+            400,
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters "
+            '(optionally quoted: "key"); use a fresh UUID for each operation.',
+        )
+    return value
+
+
+def _unescape_sf_string(inner: str) -> str:
+    if "\\" not in inner:
+        return inner
+    out: list[str] = []
+    chars = iter(inner)
+    for char in chars:
+        if char == "\\":
+            # Only \" and \\ are escapes in an sf-string; anything else is not a valid key.
+            nxt = next(chars, "")
+            if nxt not in ('"', "\\"):
+                return ""
+            out.append(nxt)
+        else:
+            out.append(char)
+    return "".join(out)

@@ -1,0 +1,198 @@
+"""The idempotency layer: a thin ASGI adapter over the store's claim-execute-record cycle."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from retrysafe.asgi import ASGIApp, Message, Receive, Scope, Send, header, state
+from retrysafe.database.engine import DatabaseUnavailable
+from retrysafe.envelope import ApiError, internal_error, send_error
+from retrysafe.idempotency.decisions import Attempt, Execute, InFlight, Mismatch, Replay
+from retrysafe.idempotency.fingerprint import ParamsDigest, params_digest_for, request_fingerprint
+from retrysafe.idempotency.keys import parse_idempotency_key
+from retrysafe.idempotency.records import RecordKey, StoredResponse
+from retrysafe.idempotency.store import IdempotencyStore, StoreUnavailable
+from retrysafe.pipeline.body_spool import BodySpool
+from retrysafe.pipeline.principal import principal_of, request_id_of
+
+IDEMPOTENT_METHODS = frozenset({"POST", "PATCH"})
+OUTCOME_STATE_KEY = "retrysafe.idempotency_outcome"
+
+logger = structlog.get_logger("retrysafe.idempotency")
+
+
+@dataclass(slots=True)
+class _Captured:
+    """A response held back until the record that contains it has committed."""
+
+    start: Message | None = None
+    body: list[bytes] = field(default_factory=list)
+    complete: bool = False
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.start = message
+        elif message["type"] == "http.response.body":
+            self.body.append(message.get("body", b""))
+            self.complete = not message.get("more_body", False)
+
+    def stored(self) -> StoredResponse:
+        assert self.start is not None
+        headers = dict(self.start.get("headers", []))
+        content_type = headers.get(b"content-type")
+        location = headers.get(b"location")
+        return StoredResponse(
+            status=self.start["status"],
+            body=b"".join(self.body),
+            content_type=content_type.decode("latin-1") if content_type else None,
+            location=location.decode("latin-1") if location else None,
+        )
+
+    async def forward(self, send: Send) -> None:
+        assert self.start is not None
+        await send(self.start)
+        await send({"type": "http.response.body", "body": b"".join(self.body)})
+
+
+class IdempotencyLayer:
+    """Runs a POST/PATCH carrying ``Idempotency-Key`` at most once per organization and key.
+
+    It sits below authentication on purpose: the organization scopes the key,
+    and the 401s and 429s answered above it are never recorded.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        store: IdempotencyStore,
+        ttl: float,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.app = app
+        self.store = store
+        self.ttl = ttl
+        self.clock = clock or time.time
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in IDEMPOTENT_METHODS:
+            await self.app(scope, receive, send)
+            return
+        raw_key = header(scope, b"idempotency-key")
+        principal = principal_of(scope)
+        if raw_key is None or principal is None:
+            await self.app(scope, receive, send)
+            return
+        key = RecordKey(principal.organization_id, parse_idempotency_key(raw_key))
+        spool = BodySpool()
+        try:
+            digest = params_digest_for(header(scope, b"content-type"))
+            if not await _read_body(receive, spool, digest):
+                return  # the client went away before sending its body: nothing to run
+            fingerprint = request_fingerprint(
+                scope["method"], scope["path"], scope["query_string"], digest
+            )
+            await self._handle(scope, spool.receiver(receive), send, key, fingerprint)
+        finally:
+            spool.close()
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, send: Send, key: RecordKey, fingerprint: str
+    ) -> None:
+        outcomes = state(scope)
+        try:
+            async with self.store.attempt(
+                key, fingerprint, now=self.clock(), ttl=self.ttl
+            ) as decision:
+                if isinstance(decision, Execute):
+                    response = await self._execute(decision.attempt, scope, receive)
+        except StoreUnavailable as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
+        # Everything below is sent only now, after the store's context has closed:
+        # an executed response has committed with its record by this point.
+        if isinstance(decision, Execute):
+            outcomes[OUTCOME_STATE_KEY] = (
+                "not_recorded" if response.start and response.start["status"] == 503 else "executed"
+            )
+            await response.forward(send)
+        elif isinstance(decision, Replay):
+            outcomes[OUTCOME_STATE_KEY] = "replayed"
+            await _send_replay(send, decision.response)
+        elif isinstance(decision, Mismatch):
+            outcomes[OUTCOME_STATE_KEY] = "mismatch"
+            raise ApiError(
+                422,
+                "idempotency_key_mismatch",
+                "This request does not match the original request sent with this "
+                "Idempotency-Key (method, path, query or parameters differ). "
+                "Use a new key for a new request.",
+            )
+        elif isinstance(decision, InFlight):
+            outcomes[OUTCOME_STATE_KEY] = "in_flight"
+            raise ApiError(
+                409,
+                "idempotency_request_in_progress",
+                "A request with this Idempotency-Key is still being processed; "
+                f"retry after {decision.retry_after} s to receive its result.",
+                headers={"Retry-After": str(decision.retry_after)},
+            )
+
+    async def _execute(self, attempt: Attempt, scope: Scope, receive: Receive) -> _Captured:
+        captured = _Captured()
+        try:
+            await self.app(scope, receive, captured.send)
+        except DatabaseUnavailable:
+            await attempt.abandon()
+            raise
+        except ApiError as exc:
+            captured = await _render(exc)
+        except Exception:
+            logger.exception("handler_failed", request_id=request_id_of(scope), path=scope["path"])
+            if not captured.complete:
+                # FastAPI renders the envelope and then re-raises; without a rendered
+                # response, this is the layer's own 500 — recorded like any other.
+                captured = await _render(internal_error(request_id_of(scope)))
+        if not captured.complete:
+            await attempt.abandon()
+            raise RuntimeError("the application finished without a complete response")
+        response = captured.stored()
+        if response.status == 503:
+            # A 503 means "did not run" (shed, store down): retrying must execute.
+            await attempt.abandon()
+        else:
+            await attempt.complete(response)
+        return captured
+
+
+async def _read_body(receive: Receive, spool: BodySpool, digest: ParamsDigest) -> bool:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return False
+        chunk = message.get("body", b"")
+        if chunk:
+            spool.write(chunk)
+            digest.feed(chunk)
+        if not message.get("more_body", False):
+            return True
+
+
+async def _render(error: ApiError) -> _Captured:
+    captured = _Captured()
+    await send_error(captured.send, error)
+    return captured
+
+
+async def _send_replay(send: Send, response: StoredResponse) -> None:
+    headers = [(b"content-length", str(len(response.body)).encode())]
+    if response.content_type is not None:
+        headers.append((b"content-type", response.content_type.encode("latin-1")))
+    if response.location is not None:
+        headers.append((b"location", response.location.encode("latin-1")))
+    headers.append((b"idempotent-replayed", b"true"))
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})

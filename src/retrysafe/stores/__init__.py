@@ -1,0 +1,1 @@
+"""Idempotency stores: one protocol (``retrysafe.idempotency.store``), one module per backend."""
