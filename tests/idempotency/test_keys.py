@@ -1,0 +1,35 @@
+"""Which Idempotency-Key header values are keys, and which key they name."""
+
+from __future__ import annotations
+
+import pytest
+
+from retrysafe.envelope import ApiError
+from retrysafe.idempotency.keys import parse_idempotency_key
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        (b"abc", "abc"),
+        (b'"abc"', "abc"),
+        (b"  8e03978e-40d5-43e8-bc93-6894a57f9324 ", "8e03978e-40d5-43e8-bc93-6894a57f9324"),
+        (b'"a\\"b"', 'a"b'),
+        (b"x" * 255, "x" * 255),
+        (b'a"b', 'a"b'),
+    ],
+)
+def test_valid_keys(raw: bytes, key: str) -> None:
+    """Plain and IETF-quoted forms name the same key."""
+    assert parse_idempotency_key(raw) == key
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b'""', b"x" * 256, b"has space", b"tab\tinside", "caf\u00e9".encode(), b'"bad\\x"'],
+)
+def test_invalid_keys_are_400(raw: bytes) -> None:
+    with pytest.raises(ApiError) as caught:
+        parse_idempotency_key(raw)
+    assert caught.value.status == 400
+    assert caught.value.code == "invalid_idempotency_key"
