@@ -1,0 +1,78 @@
+"""Under ``CI=true``, a test skipped for want of PostgreSQL or Redis fails the whole run.
+
+Locally those tests skip so the suite runs with only Python; in CI a skip would hide
+that a backend was never exercised, so ``.ci/run`` must not pass with one. This lives
+in the root conftest, apart from ``tests/conftest.py``, so it guards every test tree.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+SERVICE_MARKERS = ("postgres", "redis")
+"""Markers of tests that need a server; their skips count as failures under CI."""
+
+SERVICE_WORDS = ("postgres", "redis")
+"""Skip reasons that mention one of these (case-insensitively) count too."""
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
+class ServiceSkipGuard:
+    """Collects skips of service-backed tests and fails the session for them under CI."""
+
+    def __init__(self) -> None:
+        self.service_test_ids: set[str] = set()
+        self.skips: list[str] = []
+
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        self.service_test_ids.update(
+            item.nodeid
+            for item in items
+            if any(item.get_closest_marker(name) is not None for name in SERVICE_MARKERS)
+        )
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self._record(report)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        # A module that skips as a whole (importorskip, allow_module_level) reports here.
+        self._record(report)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        # Only turn success (or "no tests") into failure; keep worse statuses as they are.
+        ok = (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
+        if in_ci() and self.skips and session.exitstatus in ok:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if not (in_ci() and self.skips):
+            return
+        terminalreporter.section("CI=true: service tests were skipped", red=True, bold=True)
+        terminalreporter.line("PostgreSQL and Redis must be up under CI; these did not run:")
+        for line in self.skips:
+            terminalreporter.line(f"  {line}")
+
+    def _record(self, report: pytest.TestReport | pytest.CollectReport) -> None:
+        if not report.skipped or hasattr(report, "wasxfail"):
+            return
+        reason = _skip_reason(report)
+        marked = report.nodeid in self.service_test_ids
+        if marked or any(word in reason.lower() for word in SERVICE_WORDS):
+            self.skips.append(f"{report.nodeid}: {reason}")
+
+
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    longrepr = report.longrepr
+    # A skip's longrepr is (path, line, "Skipped: reason").
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    return str(longrepr)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(ServiceSkipGuard(), "retrysafe-service-skip-guard")

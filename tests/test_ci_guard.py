@@ -1,0 +1,118 @@
+"""The root conftest turns skipped PostgreSQL/Redis tests into a failed run under CI=true."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT_CONFTEST = Path(__file__).resolve().parents[1] / "conftest.py"
+
+INI = """\
+[pytest]
+markers =
+    postgres: needs PostgreSQL
+    redis: needs Redis
+"""
+
+SERVICE_SKIPS = """\
+import pytest
+
+def test_runs():
+    pass
+
+def test_postgres_by_reason():
+    pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
+
+@pytest.mark.redis
+def test_redis_by_marker():
+    pytest.skip("server not running")
+"""
+
+UNRELATED_SKIP = """\
+import pytest
+
+def test_runs():
+    pass
+
+@pytest.mark.skip(reason="only meaningful on Windows")
+def test_windows():
+    pass
+"""
+
+MODULE_SKIP = """\
+import pytest
+
+pytest.skip("no Redis server", allow_module_level=True)
+"""
+
+FAILING = """\
+import pytest
+
+def test_fails():
+    assert False
+
+def test_postgres():
+    pytest.skip("PostgreSQL down")
+"""
+
+
+def run_pytest(tmp_path: Path, test_source: str, *, ci: bool) -> subprocess.CompletedProcess[str]:
+    """Run a tiny suite with a copy of the root conftest in its own rootdir."""
+    shutil.copy(ROOT_CONFTEST, tmp_path / "conftest.py")
+    (tmp_path / "pytest.ini").write_text(INI)
+    (tmp_path / "test_sample.py").write_text(test_source)
+    env = {key: value for key, value in os.environ.items() if key != "CI"}
+    if ci:
+        env["CI"] = "true"
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_service_skips_pass_locally(tmp_path: Path) -> None:
+    """Without CI the suite passes with its service tests skipped."""
+    result = run_pytest(tmp_path, SERVICE_SKIPS, ci=False)
+    assert result.returncode == 0, result.stdout
+    assert "2 skipped" in result.stdout
+
+
+def test_service_skips_fail_under_ci(tmp_path: Path) -> None:
+    """Under CI=true a skip mentioning PostgreSQL, or of a redis-marked test, fails the run."""
+    result = run_pytest(tmp_path, SERVICE_SKIPS, ci=True)
+    assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout
+    assert "service tests were skipped" in result.stdout
+    assert "test_postgres_by_reason" in result.stdout
+    assert "test_redis_by_marker" in result.stdout
+
+
+def test_module_level_service_skip_fails_under_ci(tmp_path: Path) -> None:
+    """A whole module skipped for want of Redis counts as well."""
+    result = run_pytest(tmp_path, MODULE_SKIP, ci=True)
+    assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout
+    assert "no Redis server" in result.stdout
+
+
+def test_unrelated_skip_passes_under_ci(tmp_path: Path) -> None:
+    """Skips that have nothing to do with PostgreSQL or Redis stay plain skips."""
+    result = run_pytest(tmp_path, UNRELATED_SKIP, ci=True)
+    assert result.returncode == 0, result.stdout
+    assert "service tests were skipped" not in result.stdout
+
+
+def test_failures_keep_their_status_under_ci(tmp_path: Path) -> None:
+    """A real failure is still reported as one, with the skip listed beside it."""
+    result = run_pytest(tmp_path, FAILING, ci=True)
+    assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout
+    assert "1 failed" in result.stdout
+    assert "PostgreSQL down" in result.stdout
