@@ -152,10 +152,10 @@ class IdempotencyLayer:
             captured = await _render(exc)
         except Exception:
             logger.exception("handler_failed", request_id=request_id_of(scope), path=scope["path"])
-            if not captured.complete:
-                # FastAPI renders the envelope and then re-raises; without a rendered
-                # response, this is the layer's own 500 — recorded like any other.
-                captured = await _render(internal_error(request_id_of(scope)))
+            # Starlette may already have rendered a 500 (plain text, or the app's own
+            # handler) before re-raising; the envelope's 500 replaces it either way,
+            # and is recorded like any other answer of the handler.
+            captured = await _render(internal_error(request_id_of(scope)))
         if not captured.complete:
             await attempt.abandon()
             raise RuntimeError("the application finished without a complete response")
