@@ -66,10 +66,11 @@ class ErrorEnvelopeLayer:
             await self.app(scope, receive, send_with_request_id)
         except Exception as exc:
             if response_started:
-                _logger.exception(
+                _logger.error(
                     "exception after the response started",
                     request_id=request_id,
                     path=scope.get("path"),
+                    exc_info=exc,
                 )
                 return
             error = _error_for(exc, request_id, scope)
