@@ -1,0 +1,234 @@
+"""RateLimiter and RateLimitLayer: keys, RateLimit-* headers on every counted response, 429s."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import pytest
+from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.errors import StorageError
+
+from retrysafe.asgi import ASGIApp, Receive, Scope, Send
+from retrysafe.envelope import ApiError, send_error
+from retrysafe.pipeline.envelope_layer import ErrorEnvelopeLayer
+from retrysafe.pipeline.rate_limit import RateLimiter, RateLimitLayer, async_storage_url
+
+from .asgi_apps import EchoApp, RaisingApp, client
+
+RATE_HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset")
+
+
+def limited(app: ASGIApp, rate: str = "3/minute") -> tuple[ErrorEnvelopeLayer, RateLimiter]:
+    limiter = RateLimiter.from_settings(rate)
+    return ErrorEnvelopeLayer(RateLimitLayer(app, limiter)), limiter
+
+
+class TestRateLimiterConstruction:
+    def test_memory_storage_is_the_default(self) -> None:
+        """Without a storage URL the counters live in this process."""
+        limiter = RateLimiter.from_settings("100/second")
+        assert isinstance(limiter.storage, MemoryStorage)
+        assert limiter.item.amount == 100
+        assert limiter.item.get_expiry() == 1
+
+    def test_redis_url_maps_to_the_async_redis_storage(self) -> None:
+        """redis:// is what users type; limits' async backend is async+redis://."""
+        limiter = RateLimiter.from_settings("5/minute", "redis://localhost:6379/0")
+        assert isinstance(limiter.storage, RedisStorage)
+
+    @pytest.mark.parametrize(
+        ("url", "expected"),
+        [
+            ("memory://", "async+memory://"),
+            ("redis://localhost:6379/0", "async+redis://localhost:6379/0"),
+            ("rediss://h:6380", "async+rediss://h:6380"),
+            ("async+redis://h", "async+redis://h"),
+        ],
+    )
+    def test_storage_urls_map_to_async_schemes(self, url: str, expected: str) -> None:
+        """Every scheme is mapped to its async variant exactly once."""
+        assert async_storage_url(url) == expected
+
+    @pytest.mark.parametrize(
+        ("rate", "message"),
+        [
+            ("lots", "Invalid rate limit 'lots'"),
+            ("100/fortnight", "Invalid rate limit"),
+            ("1/second;5/minute", "exactly one rate"),
+            ("0/second", "at least one request"),
+        ],
+    )
+    def test_invalid_rates_are_value_errors_with_a_clear_message(
+        self, rate: str, message: str
+    ) -> None:
+        """A bad --rate-limit fails at startup with a message naming it."""
+        with pytest.raises(ValueError, match=re.escape(message)):
+            RateLimiter.from_settings(rate)
+
+    @pytest.mark.parametrize("url", ["nosuch://x", "localhost:6379"])
+    def test_invalid_storage_urls_are_value_errors(self, url: str) -> None:
+        """An unknown or scheme-less storage URL fails at startup."""
+        with pytest.raises(ValueError, match="storage URL"):
+            RateLimiter.from_settings("1/second", url)
+
+    async def test_keys_are_the_ones_the_limits_strategy_reads(self) -> None:
+        """The hot path's precomputed keys match limits' own, so its strategy sees our counts."""
+        limiter = RateLimiter.from_settings("3/minute")
+        assert limiter.key_for("key:abc") == limiter.item.key_for("key:abc")
+        await limiter.hit("key:abc")
+        stats = await limiter.strategy.get_window_stats(limiter.item, "key:abc")
+        assert stats.remaining == 2
+
+
+async def test_allowed_responses_carry_decreasing_remaining_and_a_reset() -> None:
+    """Limit, remaining and reset (whole seconds until the window ends) on every 2xx."""
+    app, _ = limited(EchoApp())
+    async with client(app) as http:
+        responses = [await http.get("/things") for _ in range(3)]
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert [r.headers["ratelimit-limit"] for r in responses] == ["3", "3", "3"]
+    assert [r.headers["ratelimit-remaining"] for r in responses] == ["2", "1", "0"]
+    for response in responses:
+        assert 59 <= int(response.headers["ratelimit-reset"]) <= 60
+        assert response.headers["ratelimit-policy"] == '"default";q=3;w=60'
+        assert re.fullmatch(r'"default";r=[0-2];t=(59|60)', response.headers["ratelimit"])
+        assert response.headers["content-type"] == "application/json"  # app headers kept
+
+
+async def test_exceeding_the_limit_is_429_with_retry_after() -> None:
+    """The request past the limit gets 429 rate_limited, Retry-After ≥ reset, and never runs."""
+    echo = EchoApp()
+    app, _ = limited(echo)
+    async with client(app) as http:
+        for _ in range(3):
+            await http.get("/things")
+        response = await http.get("/things")
+    assert response.status_code == 429
+    assert echo.calls == 3
+    retry_after = int(response.headers["retry-after"])
+    reset = int(response.headers["ratelimit-reset"])
+    assert 1 <= retry_after <= 60
+    assert retry_after >= reset
+    assert response.headers["ratelimit-limit"] == "3"
+    assert response.headers["ratelimit-remaining"] == "0"
+    assert response.headers["request-id"].startswith("req_")
+    [error] = response.json()["errors"]
+    assert error["code"] == "rate_limited"
+    assert error["status"] == "429"
+    assert error["title"] == "Too Many Requests"
+    assert error["details"] == (
+        f"Rate limit of 3 per 1 minute exceeded; retry after {retry_after} s."
+    )
+
+
+async def test_retry_after_is_at_least_one_second_for_sub_second_windows() -> None:
+    """A per-second window still asks for an integer wait of at least 1 s."""
+    app, _ = limited(EchoApp(), "1/second")
+    async with client(app) as http:
+        await http.get("/x")
+        response = await http.get("/x")
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["errors"][0]["details"] == (
+        "Rate limit of 1 per 1 second exceeded; retry after 1 s."
+    )
+    assert 0 <= int(response.headers["ratelimit-reset"]) <= 1
+
+
+async def test_health_is_exempt_and_carries_no_rate_limit_headers() -> None:
+    """/health is never counted or limited and has no RateLimit-* headers."""
+    app, _ = limited(EchoApp(), "1/minute")
+    async with client(app) as http:
+        responses = [await http.get("/health") for _ in range(5)]
+        counted = await http.get("/things")
+    assert all(r.status_code == 200 for r in responses)
+    for response in responses:
+        for name in (*RATE_HEADERS, "ratelimit-policy", "ratelimit"):
+            assert name not in response.headers
+    assert counted.headers["ratelimit-remaining"] == "0"
+
+
+async def test_error_responses_from_below_carry_the_headers() -> None:
+    """A 4xx the app sends through ``send`` gets RateLimit-* like a 2xx."""
+
+    async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+        await send_error(send, ApiError(404, "not_found", "No such account."))
+
+    app, _ = limited(not_found)
+    async with client(app) as http:
+        response = await http.get("/accounts/act_x")
+    assert response.status_code == 404
+    assert response.headers["ratelimit-remaining"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("exc", "status"),
+    [
+        (ApiError(422, "idempotency_key_mismatch", "Different request."), 422),
+        (RuntimeError("boom"), 500),
+    ],
+)
+async def test_exceptions_rendered_by_the_envelope_layer_carry_the_headers(
+    exc: Exception, status: int
+) -> None:
+    """A request the limiter counted says so even when it ends in an exception."""
+    app, _ = limited(RaisingApp(exc))
+    async with client(app) as http:
+        response = await http.post("/accounts", json={})
+    assert response.status_code == status
+    assert response.headers["ratelimit-limit"] == "3"
+    assert response.headers["ratelimit-remaining"] == "2"
+
+
+async def test_requests_with_a_key_are_limited_per_key_not_per_address() -> None:
+    """Two keys from one address have separate budgets; one key from two addresses shares one."""
+    app, _ = limited(EchoApp(), "2/minute")
+    alice = {"authorization": "Bearer alice-secret"}
+    bob = {"authorization": "Bearer bob-secret"}
+    async with client(app, ("10.0.0.1", 1)) as first, client(app, ("10.0.0.2", 2)) as second:
+        assert (await first.get("/x", headers=alice)).headers["ratelimit-remaining"] == "1"
+        assert (await second.get("/x", headers=alice)).headers["ratelimit-remaining"] == "0"
+        assert (await first.get("/x", headers=alice)).status_code == 429
+        assert (await first.get("/x", headers=bob)).headers["ratelimit-remaining"] == "1"
+        # The address itself is untouched by keyed requests.
+        assert (await first.get("/x")).headers["ratelimit-remaining"] == "1"
+
+
+async def test_requests_without_a_key_are_limited_per_client_address() -> None:
+    """Without Authorization the client address is the key."""
+    app, _ = limited(EchoApp(), "1/minute")
+    async with client(app, ("10.0.0.1", 1)) as first, client(app, ("10.0.0.2", 2)) as second:
+        assert (await first.get("/x")).status_code == 200
+        assert (await first.get("/x")).status_code == 429
+        assert (await second.get("/x")).status_code == 200
+
+
+async def test_the_raw_key_never_reaches_the_storage() -> None:
+    """Counters are keyed by the SHA-256 of the Authorization value, never the secret."""
+    app, limiter = limited(EchoApp())
+    async with client(app) as http:
+        await http.get("/x", headers={"authorization": "Bearer s3cret-key"})
+    assert isinstance(limiter.storage, MemoryStorage)
+    keys = list(limiter.storage.storage)
+    digest = hashlib.sha256(b"Bearer s3cret-key").hexdigest()
+    assert keys == [limiter.key_for("key:" + digest)]
+    assert not any("s3cret" in key for key in keys)
+
+
+class _BrokenStorage(MemoryStorage):
+    async def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+        raise StorageError(ConnectionError("redis down"))
+
+
+async def test_unreachable_storage_is_503_and_the_request_does_not_run() -> None:
+    """Fail closed with a retryable 503 (never recorded), not a 500."""
+    echo = EchoApp()
+    limiter = RateLimiter(RateLimiter.from_settings("3/minute").item, _BrokenStorage())
+    async with client(ErrorEnvelopeLayer(RateLimitLayer(echo, limiter))) as http:
+        response = await http.get("/x")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["errors"][0]["code"] == "service_unavailable"
+    assert "redis" not in response.text
+    assert echo.calls == 0
