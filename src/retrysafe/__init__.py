@@ -37,6 +37,7 @@ from retrysafe.client import (
     ServiceUnavailableError,
     UnexpectedResponseError,
     UnprocessableEntityError,
+    UnsupportedMediaTypeError,
     Verification,
 )
 
@@ -69,5 +70,6 @@ __all__ = [
     "ServiceUnavailableError",
     "UnexpectedResponseError",
     "UnprocessableEntityError",
+    "UnsupportedMediaTypeError",
     "Verification",
 ]

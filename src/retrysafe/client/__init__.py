@@ -26,6 +26,7 @@ from ._errors import (
     ServiceUnavailableError,
     UnexpectedResponseError,
     UnprocessableEntityError,
+    UnsupportedMediaTypeError,
 )
 from ._models import Account, Document, Inquiry, InquiryStatus, Verification
 from ._pagination import AsyncPaginator, Paginator
@@ -64,5 +65,6 @@ __all__ = [
     "ServiceUnavailableError",
     "UnexpectedResponseError",
     "UnprocessableEntityError",
+    "UnsupportedMediaTypeError",
     "Verification",
 ]
