@@ -1,0 +1,411 @@
+"""A fault-injecting HTTP/1.1 TCP proxy for tests: the network failures a client must survive.
+
+It sits between a client and a real server on loopback and, request by
+request, either relays or injects one fault:
+
+* ``Fault.RELAY`` — forward the request, return the answer.
+* ``Fault.DROP_AFTER_RESPONSE`` — forward, read the server's whole answer
+  (so the server executed and committed), then close the client's
+  connection without sending it: the client sees "server disconnected".
+* ``Fault.STALL`` — forward and read the answer, then send nothing until the
+  client gives up (its read timeout) or ``stall_seconds`` pass.
+* ``Fault.RESET`` — forward and read the answer, then reset the client's
+  connection (RST via ``SO_LINGER`` 0): the client sees "connection reset".
+* ``Fault.RESET_BEFORE_FORWARD`` — reset at once; the server never sees it.
+* ``Canned(...)`` — answer with raw HTTP without forwarding (a 503 from a
+  load balancer, a 429, a 409 in flight).
+* ``ReplaceAnswer(canned)`` — forward, let the server execute, then send the
+  canned answer instead of the server's (a 5xx after the write happened).
+
+Every request is recorded — method, path, headers (so the
+``Idempotency-Key``), body, the action taken, whether it was forwarded and
+the server's status — so a test can assert how many requests reached the
+server and with which keys.
+
+The proxy runs its own asyncio loop in a thread, so sync and async clients
+under test use it alike. It parses just enough HTTP/1.1 to find message
+boundaries (Content-Length, chunked, or read-to-close) and forwards the raw
+bytes untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import http
+import json
+import socket
+import struct
+import threading
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from types import TracebackType
+
+__all__ = ["Action", "Canned", "Fault", "FaultProxy", "RecordedRequest", "ReplaceAnswer"]
+
+
+class Fault(enum.Enum):
+    """Faults that need no parameters; see the module docstring."""
+
+    RELAY = "relay"
+    DROP_AFTER_RESPONSE = "drop_after_response"
+    STALL = "stall"
+    RESET = "reset"
+    RESET_BEFORE_FORWARD = "reset_before_forward"
+
+
+@dataclass(frozen=True)
+class Canned:
+    """A raw HTTP answer the proxy sends itself; the connection is closed after it."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+
+    @classmethod
+    def error(
+        cls,
+        status: int,
+        code: str,
+        *,
+        retry_after: float | None = None,
+        details: str = "injected by the fault proxy",
+    ) -> Canned:
+        """An answer in the service's error envelope (SPEC §1)."""
+        title = http.HTTPStatus(status).phrase
+        document = {
+            "errors": [{"title": title, "details": details, "status": str(status), "code": code}]
+        }
+        headers = [("Content-Type", "application/json"), ("Request-Id", "req_fault_proxy")]
+        if retry_after is not None:
+            headers.append(("Retry-After", f"{retry_after:g}"))
+        return cls(status, tuple(headers), json.dumps(document).encode())
+
+    def render(self) -> bytes:
+        reason = http.HTTPStatus(self.status).phrase
+        lines = [f"HTTP/1.1 {self.status} {reason}"]
+        lines += [f"{name}: {value}" for name, value in self.headers]
+        lines += [f"Content-Length: {len(self.body)}", "Connection: close"]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + self.body
+
+
+@dataclass(frozen=True)
+class ReplaceAnswer:
+    """Forward the request, then send ``answer`` instead of the server's response."""
+
+    answer: Canned
+
+
+Action = Fault | Canned | ReplaceAnswer
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the proxy saw it, and what happened to it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    """Lower-cased names."""
+    body: bytes
+    """The body with chunked transfer coding removed."""
+    action: Action
+    forwarded: bool
+    """True when the request reached the server."""
+    response_status: int | None = None
+    """The server's status, when it answered (even if the client never saw it)."""
+    response_headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def idempotency_key(self) -> str | None:
+        return self.headers.get("idempotency-key")
+
+    @property
+    def replayed(self) -> bool:
+        """Whether the server answered from its idempotency record."""
+        return self.response_headers.get("idempotent-replayed", "").lower() == "true"
+
+
+@dataclass
+class _Message:
+    start_line: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    raw: bytes
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+
+class _ClosedError(Exception):
+    """The peer closed the connection between messages."""
+
+
+async def _read_message(
+    reader: asyncio.StreamReader, *, request_method: str | None = None
+) -> _Message:
+    """One HTTP/1.1 message; ``request_method`` set means a response to that request."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial:
+            raise _ClosedError from exc
+        raise
+    lines = head[:-4].decode("latin-1").split("\r\n")
+    headers = []
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers.append((name.strip(), value.strip()))
+    message = _Message(lines[0], headers, b"", head)
+    is_response = request_method is not None
+    status = int(lines[0].split()[1]) if is_response else 0
+    if is_response and (100 <= status < 200 or status in (204, 304) or request_method == "HEAD"):
+        return message
+    if (message.header("transfer-encoding") or "").lower() == "chunked":
+        raw, body = bytearray(head), bytearray()
+        while True:
+            size_line = await reader.readuntil(b"\r\n")
+            raw += size_line
+            size = int(size_line.split(b";")[0].strip(), 16)
+            if size == 0:
+                while (trailer := await reader.readuntil(b"\r\n")) != b"\r\n":
+                    raw += trailer
+                raw += b"\r\n"
+                break
+            chunk = await reader.readexactly(size + 2)
+            raw += chunk
+            body += chunk[:-2]
+        message.raw, message.body = bytes(raw), bytes(body)
+    elif (length := message.header("content-length")) is not None:
+        message.body = await reader.readexactly(int(length))
+        message.raw = head + message.body
+    elif is_response:
+        message.body = await reader.read()
+        message.raw = head + message.body
+    return message
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with RST instead of FIN: SO_LINGER on with a zero timeout, then abort."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+class FaultProxy:
+    """Proxy ``127.0.0.1:<port>`` → ``upstream``, applying planned faults request by request.
+
+    Use as a context manager (or ``start``/``stop``); ``url`` is where the
+    client under test connects.
+    """
+
+    def __init__(self, upstream_host: str, upstream_port: int, *, stall_seconds: float = 5.0):
+        self._upstream = (upstream_host, upstream_port)
+        self.stall_seconds = stall_seconds
+        self._lock = threading.Lock()
+        self._plan: deque[tuple[Action, str | None]] = deque()
+        self._records: list[RecordedRequest] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping: asyncio.Event | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    # -- test-facing API --------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def plan(self, *actions: Action, method: str | None = None) -> None:
+        """Queue ``actions`` for the next matching requests (by ``method`` if given).
+
+        Requests with no queued action are relayed.
+        """
+        with self._lock:
+            self._plan.extend((action, method) for action in actions)
+
+    def clear(self) -> None:
+        """Forget the plan and the recorded requests."""
+        with self._lock:
+            self._plan.clear()
+            self._records.clear()
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request received, in arrival order."""
+        with self._lock:
+            return list(self._records)
+
+    @property
+    def forwarded(self) -> list[RecordedRequest]:
+        """The requests that reached the server."""
+        return [record for record in self.requests if record.forwarded]
+
+    def requests_to(self, method: str, path_prefix: str) -> list[RecordedRequest]:
+        return [
+            record
+            for record in self.requests
+            if record.method == method and record.path.startswith(path_prefix)
+        ]
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def start(self) -> FaultProxy:
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("fault proxy did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+        if self._thread is not None:
+            self._thread.join(10)
+        self._thread = None
+
+    def __enter__(self) -> FaultProxy:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _run(self, ready: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve(ready))
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _serve(self, ready: threading.Event) -> None:
+        self._stopping = asyncio.Event()
+        server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        ready.set()
+        async with server:
+            await self._stopping.wait()
+            server.close()
+            for task in list(self._connections):
+                task.cancel()
+            await asyncio.gather(*self._connections, return_exceptions=True)
+        await server.wait_closed()
+
+    # -- one client connection --------------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        aborted = False
+        try:
+            while True:
+                try:
+                    request = await _read_message(reader)
+                except (_ClosedError, asyncio.IncompleteReadError, ConnectionError):
+                    return
+                method, path = request.start_line.split()[:2]
+                action = self._next_action(method)
+                headers = {name.lower(): value for name, value in request.headers}
+                seen = RecordedRequest(method, path, headers, request.body, action, forwarded=False)
+                if isinstance(action, Canned):
+                    self._record(seen)
+                    writer.write(action.render())
+                    await writer.drain()
+                    return
+                if action is Fault.RESET_BEFORE_FORWARD:
+                    self._record(seen)
+                    _reset(writer)
+                    aborted = True
+                    return
+                if upstream is None:
+                    upstream = await asyncio.open_connection(*self._upstream)
+                upstream[1].write(request.raw)
+                await upstream[1].drain()
+                try:
+                    response = await _read_message(upstream[0], request_method=method)
+                except (_ClosedError, asyncio.IncompleteReadError, ConnectionError):
+                    self._record(seen, forwarded=True)
+                    return
+                self._record(seen, forwarded=True, response=response)
+                if action is Fault.RELAY:
+                    writer.write(response.raw)
+                    await writer.drain()
+                    if (response.header("connection") or "").lower() == "close":
+                        return
+                    continue
+                if action is Fault.DROP_AFTER_RESPONSE:
+                    return
+                if action is Fault.STALL:
+                    await self._wait_for_client_to_leave(reader)
+                    return
+                if action is Fault.RESET:
+                    _reset(writer)
+                    aborted = True
+                    return
+                if isinstance(action, ReplaceAnswer):
+                    writer.write(action.answer.render())
+                    await writer.drain()
+                    return
+                raise AssertionError(f"unhandled action {action!r}")
+        except asyncio.CancelledError:
+            pass
+        finally:
+            if upstream is not None:
+                upstream[1].close()
+                with contextlib.suppress(Exception):
+                    await upstream[1].wait_closed()
+            if not aborted:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+            self._connections.discard(task)
+
+    async def _wait_for_client_to_leave(self, reader: asyncio.StreamReader) -> None:
+        with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
+            async with asyncio.timeout(self.stall_seconds):
+                while await reader.read(65536):
+                    pass
+
+    def _record(
+        self, seen: RecordedRequest, *, forwarded: bool = False, response: _Message | None = None
+    ) -> None:
+        if response is not None:
+            seen = replace(
+                seen,
+                response_status=int(response.start_line.split()[1]),
+                response_headers={name.lower(): value for name, value in response.headers},
+            )
+        with self._lock:
+            self._records.append(replace(seen, forwarded=forwarded))
+
+    def _next_action(self, method: str) -> Action:
+        with self._lock:
+            for index, (action, wanted) in enumerate(self._plan):
+                if wanted is None or wanted == method:
+                    del self._plan[index]
+                    return action
+        return Fault.RELAY
+
+
+@contextlib.contextmanager
+def fault_proxy(host: str, port: int, *, stall_seconds: float = 5.0) -> Iterator[FaultProxy]:
+    """``with fault_proxy(host, port) as proxy:`` — a started proxy, stopped afterwards."""
+    with FaultProxy(host, port, stall_seconds=stall_seconds) as proxy:
+        yield proxy
