@@ -1,0 +1,391 @@
+"""The ``retrysafe`` command line: serve the API and administer organizations, keys and records."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import enum
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from sqlalchemy.exc import SQLAlchemyError
+
+from retrysafe import config
+from retrysafe.config import ConfigError, display_url, env_name
+from retrysafe.database import Database, DatabaseUnavailable
+from retrysafe.service import admin
+from retrysafe.service.api_keys import ALL_SCOPES
+from retrysafe.settings import DEFAULT_DATABASE_URL, Settings
+from retrysafe.stores.sql import SqlIdempotencyStore
+
+T = TypeVar("T")
+
+_DEFAULTS = Settings()
+
+USAGE_ERROR = 2
+"""Exit status for input the user must fix (bad flag, bad URL, unknown scope)."""
+
+FAILURE = 1
+"""Exit status for a valid request that could not be done (unknown key, database down)."""
+
+MAX_ORG_NAME = 200
+"""The ``organizations.name`` column's length."""
+
+
+class CliError(Exception):
+    """A valid request that could not be done: one line on stderr, exit status 1."""
+
+    exit_code = FAILURE
+
+
+class BadInput(CliError):
+    """Input the user must fix: one line on stderr, exit status 2, never a traceback."""
+
+    exit_code = USAGE_ERROR
+
+
+class LogLevel(enum.StrEnum):
+    """Log levels uvicorn understands, quietest last."""
+
+    TRACE = "trace"
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+    CRITICAL = "critical"
+
+
+app = typer.Typer(
+    name="retrysafe",
+    help="retrysafe: an HTTP API that is safe to retry, and the tools to run it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    # Plain click help: readable in narrow terminals and in logs, and greppable.
+    rich_markup_mode=None,
+)
+keys_app = typer.Typer(help="Create and revoke API keys.", no_args_is_help=True)
+orgs_app = typer.Typer(help="Manage organizations.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(orgs_app, name="orgs")
+
+
+def _option(flag: str, help: str, **kwargs: Any) -> Any:
+    """A ``--flag`` that also reads ``RETRYSAFE_FLAG``, as SPEC §5 asks of every flag."""
+    return typer.Option(f"--{flag}", envvar=env_name(flag), help=help, **kwargs)
+
+
+DatabaseOption = Annotated[
+    str,
+    _option(
+        "database",
+        "sqlite:///path or postgresql://user:password@host/db; created and migrated when new.",
+        metavar="URL",
+    ),
+]
+
+
+# --------------------------------------------------------------------------- serve
+
+
+@app.command()
+def serve(
+    host: Annotated[str, _option("host", "Address to listen on.", metavar="HOST")] = "127.0.0.1",
+    port: Annotated[
+        int, _option("port", "Port to listen on.", metavar="PORT", min=0, max=65535)
+    ] = 8000,
+    database: DatabaseOption = DEFAULT_DATABASE_URL,
+    redis: Annotated[
+        str | None,
+        _option(
+            "redis", "Rate-limit storage shared by all processes: redis://host:6379.", metavar="URL"
+        ),
+    ] = None,
+    workers: Annotated[
+        int,
+        _option("workers", "Server processes sharing the port.", metavar="N", min=1),
+    ] = 1,
+    rate_limit: Annotated[
+        str, _option("rate-limit", "Per API key, or client address without one.", metavar="RATE")
+    ] = _DEFAULTS.rate_limit,
+    idempotency_ttl: Annotated[
+        int, _option("idempotency-ttl", "How long a key is replayed.", metavar="SECONDS")
+    ] = _DEFAULTS.idempotency_ttl,
+    max_body: Annotated[
+        int, _option("max-body", "Largest non-multipart body; beyond it 413.", metavar="BYTES")
+    ] = _DEFAULTS.max_body,
+    max_upload: Annotated[
+        int, _option("max-upload", "Largest multipart body; beyond it 413.", metavar="BYTES")
+    ] = _DEFAULTS.max_upload,
+    request_timeout: Annotated[
+        float,
+        _option("request-timeout", "Deadline of one request; beyond it 504.", metavar="SECONDS"),
+    ] = _DEFAULTS.request_timeout,
+    max_in_flight: Annotated[
+        int, _option("max-in-flight", "Requests at once per process; beyond it 503.", metavar="N")
+    ] = _DEFAULTS.max_in_flight,
+    provider_url: Annotated[
+        str | None,
+        _option(
+            "provider-url", "Upstream verification provider (default: in-process).", metavar="URL"
+        ),
+    ] = None,
+    document_dir: Annotated[
+        Path, _option("document-dir", "Where uploaded documents are stored.", metavar="DIR")
+    ] = _DEFAULTS.document_dir,
+    log_level: Annotated[
+        LogLevel, _option("log-level", "Log level of uvicorn and retrysafe.", case_sensitive=False)
+    ] = LogLevel.INFO,
+) -> None:
+    """Run the API server (uvicorn with uvloop and httptools)."""
+    settings = _checked(
+        Settings(
+            database_url=database,
+            redis_url=redis or None,
+            rate_limit=rate_limit,
+            idempotency_ttl=idempotency_ttl,
+            max_body=max_body,
+            max_upload=max_upload,
+            request_timeout=request_timeout,
+            max_in_flight=max_in_flight,
+            provider_url=provider_url or None,
+            document_dir=document_dir,
+        )
+    )
+    # Migrate once here rather than in every worker, so N processes never race Alembic.
+    _run_with_database(settings.database_url, _nothing)
+
+    # Imported late: the web stack is heavy and the admin commands never need it.
+    import uvicorn
+
+    common: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": log_level.value,
+        "log_config": _log_config(log_level),
+    }
+    plural = "es" if workers > 1 else ""
+    typer.echo(
+        f"retrysafe: serving http://{host}:{port} from {display_url(settings.database_url)} "
+        f"with {workers} process{plural}",
+        err=True,
+    )
+    if workers == 1:
+        from retrysafe.service.app import create_app
+
+        uvicorn.run(create_app(settings), **common)
+        return
+    # Worker processes are started from an import string and cannot be handed a
+    # Settings object, so they rebuild it from the same RETRYSAFE_* variables.
+    os.environ.update(config.settings_to_env(settings))
+    uvicorn.run(
+        "retrysafe.service.asgi_entry:create_app_from_env", factory=True, workers=workers, **common
+    )
+
+
+def _log_config(level: LogLevel) -> dict[str, Any]:
+    """uvicorn's logging setup plus the ``retrysafe`` logger at ``level``, in every worker."""
+    from uvicorn.config import LOG_LEVELS, LOGGING_CONFIG
+
+    log_config = copy.deepcopy(LOGGING_CONFIG)
+    log_config["loggers"]["retrysafe"] = {
+        "handlers": ["default"],
+        "level": LOG_LEVELS[level.value],
+        "propagate": False,
+    }
+    return log_config
+
+
+# The reference upstream provider (`retrysafe provider [--port] [--delay] [--fail-rate]`,
+# SPEC §5) is registered here, next to `serve`, by the issue that builds the provider.
+
+
+# --------------------------------------------------------------------------- keys
+
+
+@keys_app.command("create")
+def keys_create(
+    org: Annotated[
+        str, typer.Option("--org", metavar="NAME", help="Organization name; created when absent.")
+    ],
+    scopes: Annotated[
+        str | None,
+        typer.Option(
+            "--scopes",
+            metavar="SCOPE,…",
+            help=f"Comma-separated, default all: {', '.join(ALL_SCOPES)}.",
+        ),
+    ] = None,
+    database: DatabaseOption = DEFAULT_DATABASE_URL,
+) -> None:
+    """Create an API key and print its secret as the last line (the only time it is shown)."""
+    org = _org_name(org)
+    chosen = _parse_scopes(scopes)
+
+    async def create(db: Database) -> tuple[str, bool, str, str]:
+        org_id, created = await admin.create_organization(db, org)
+        key_id, secret = await admin.create_api_key(db, org, scopes=chosen)
+        return org_id, created, key_id, secret
+
+    org_id, created, key_id, secret = _run_with_database(database, create)
+    typer.echo(f"{'Created' if created else 'Using'} organization {org} ({org_id})")
+    typer.echo(f"Created API key {key_id} with scopes {','.join(chosen)}")
+    typer.echo("Secret (shown only now; only its hash is stored):")
+    typer.echo(secret)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id, e.g. key_0123456789abcdef.")],
+    database: DatabaseOption = DEFAULT_DATABASE_URL,
+) -> None:
+    """Revoke an API key; requests that present it get 401 from now on."""
+
+    async def revoke(db: Database) -> bool:
+        return await admin.revoke_api_key(db, key_id)
+
+    if not _run_with_database(database, revoke):
+        raise CliError(f"no API key with id {key_id!r}")
+    typer.echo(f"Revoked API key {key_id}")
+
+
+def _parse_scopes(text: str | None) -> tuple[str, ...]:
+    if text is None:
+        return ALL_SCOPES
+    chosen = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [scope for scope in chosen if scope not in ALL_SCOPES]
+    if unknown or not chosen:
+        problem = f"unknown scope {', '.join(map(repr, unknown))}" if unknown else "no scope given"
+        raise BadInput(f"--scopes: {problem}; choose from {','.join(ALL_SCOPES)}")
+    return chosen
+
+
+# --------------------------------------------------------------------------- orgs
+
+
+@orgs_app.command("create")
+def orgs_create(
+    name: Annotated[str, typer.Argument(help="Organization name, unique.")],
+    inquiry_quota: Annotated[
+        int | None,
+        typer.Option(
+            "--inquiry-quota",
+            metavar="N",
+            min=0,
+            help="Inquiries the organization may create (default: no limit).",
+        ),
+    ] = None,
+    database: DatabaseOption = DEFAULT_DATABASE_URL,
+) -> None:
+    """Create an organization; for an existing one, set its inquiry quota when given."""
+    name = _org_name(name)
+
+    async def create(db: Database) -> tuple[str, bool]:
+        return await admin.create_organization(db, name, inquiry_quota=inquiry_quota)
+
+    org_id, created = _run_with_database(database, create)
+    if created:
+        quota = "no inquiry quota" if inquiry_quota is None else f"inquiry quota {inquiry_quota}"
+        typer.echo(f"Created organization {name} ({org_id}) with {quota}")
+    elif inquiry_quota is None:
+        typer.echo(f"Organization {name} ({org_id}) already exists; nothing changed")
+    else:
+        typer.echo(
+            f"Organization {name} ({org_id}) already exists; inquiry quota set to {inquiry_quota}"
+        )
+
+
+def _org_name(name: str) -> str:
+    name = name.strip()
+    if not 1 <= len(name) <= MAX_ORG_NAME:
+        raise BadInput(f"the organization name must be 1 to {MAX_ORG_NAME} characters")
+    return name
+
+
+# --------------------------------------------------------------------------- maintenance
+
+
+@app.command("purge-expired")
+def purge_expired(database: DatabaseOption = DEFAULT_DATABASE_URL) -> None:
+    """Delete expired idempotency records and print how many were purged."""
+
+    async def purge(db: Database) -> int:
+        return await SqlIdempotencyStore(db).purge_expired(time.time())
+
+    purged = _run_with_database(database, purge)
+    typer.echo(f"Purged {purged} expired idempotency record{'' if purged == 1 else 's'}")
+
+
+@app.command()
+def migrate(database: DatabaseOption = DEFAULT_DATABASE_URL) -> None:
+    """Create the database if needed and bring it to the newest schema."""
+    _run_with_database(database, _nothing)
+    typer.echo(f"Database {display_url(database)} is at the newest schema")
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+async def _nothing(_db: Database) -> None:
+    return None
+
+
+def _checked(settings: Settings) -> Settings:
+    try:
+        return config.check(settings)
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def _run_with_database(url: str, work: Callable[[Database], Awaitable[T]]) -> T:
+    """Open ``url``, create and migrate it when new, run ``work`` on it and close it."""
+    try:
+        config.check_database_url(url)
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from None
+
+    async def run() -> T:
+        from retrysafe.database.migrate import upgrade
+
+        db = Database(url)
+        try:
+            await upgrade(db)
+            return await work(db)
+        finally:
+            await db.dispose()
+
+    try:
+        return asyncio.run(run())
+    except ValueError as exc:
+        # The admin functions refuse bad names, scopes and quotas with ValueError.
+        raise BadInput(str(exc)) from None
+    except (DatabaseUnavailable, SQLAlchemyError, OSError) as exc:
+        raise CliError(f"cannot use the database {display_url(url)}: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's own first line, without SQLAlchemy's SQL echo and background links."""
+    cause = getattr(exc, "orig", None) or exc
+    text = str(cause).strip().splitlines()
+    return text[0] if text else type(cause).__name__
+
+
+def main() -> None:
+    """Run the command line; our own errors print one line on stderr, never a traceback.
+
+    Flag parsing errors (unknown option, not a number) keep click's usual usage
+    message and exit status 2.
+    """
+    command = typer.main.get_command(app)
+    try:
+        command.main(prog_name="retrysafe")
+    except CliError as exc:
+        typer.echo(f"retrysafe: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
