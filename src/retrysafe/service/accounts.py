@@ -1,0 +1,206 @@
+"""Accounts: create, get, list and patch (SPEC §4), scoped to the caller's organization."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import APIRouter
+from sqlalchemy import bindparam, select
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import Update
+from starlette.requests import Request
+from starlette.responses import Response
+
+from retrysafe.database import Database
+from retrysafe.database.schema import accounts
+from retrysafe.envelope import ApiError
+from retrysafe.service import ids, openapi
+from retrysafe.service.bodies import BodyReader
+from retrysafe.service.pagination import any_value, page_request
+from retrysafe.service.scopes import require_scope
+from retrysafe.service.serialization import Resource, created, page, resource, single, timestamp
+from retrysafe.service.statements import insert_unless_conflict
+from retrysafe.service.validation import Field, email_problem, past_date_problem, validate
+
+ACCOUNT_FIELDS: Mapping[str, Field] = {
+    "reference_id": Field(max_length=255, min_length=1),
+    "name_first": Field(max_length=255),
+    "name_last": Field(max_length=255),
+    "email_address": Field(max_length=320, check=email_problem),
+    # Longer than a date on purpose: "2020-01-011" deserves the date message, not a length one.
+    "birthdate": Field(max_length=32, check=past_date_problem),
+}
+_ATTRIBUTES = (*ACCOUNT_FIELDS, "created_at", "updated_at")
+COLUMNS = (accounts.c.id, *(accounts.c[name] for name in _ATTRIBUTES))
+_NO_VALUES = dict.fromkeys(ACCOUNT_FIELDS)
+_DUPLICATE = "/data/attributes/reference_id"
+
+_GET = select(*COLUMNS).where(
+    accounts.c.id == bindparam("id"), accounts.c.organization_id == bindparam("org")
+)
+
+
+def account_resource(values: Mapping[Any, Any]) -> Resource:
+    return resource("account", values["id"], {name: values[name] for name in _ATTRIBUTES})
+
+
+def not_found(account_id: str) -> ApiError:
+    return ApiError(404, "not_found", f"No account {account_id} exists in your organization.")
+
+
+def duplicate(reference_id: object) -> ApiError:
+    return ApiError(
+        409,
+        "duplicate_resource",
+        f"An account with reference_id {reference_id!r} already exists in your organization.",
+        pointer=_DUPLICATE,
+    )
+
+
+async def _apply_update(
+    conn: AsyncConnection, update: Update, values: Mapping[str, object]
+) -> Row[Any] | None:
+    if "reference_id" not in values:
+        return (await conn.execute(update)).first()
+    # A savepoint, because a unique violation aborts the whole transaction on
+    # PostgreSQL, and this one may be the idempotency layer's ambient one.
+    try:
+        async with conn.begin_nested():
+            return (await conn.execute(update)).first()
+    except IntegrityError:
+        raise duplicate(values["reference_id"]) from None
+
+
+def accounts_router(db: Database, reader: BodyReader) -> APIRouter:
+    """The account endpoints over ``db``; statements are built once, here."""
+    router = APIRouter(prefix="/accounts", tags=["accounts"])
+    insert = insert_unless_conflict(
+        db, accounts, (accounts.c.organization_id, accounts.c.reference_id), accounts.c.id
+    )
+    path_id = openapi.path_parameter("account_id", "An account id (act_…).")
+
+    @router.post(
+        "",
+        summary="Create an account",
+        **openapi.operation(
+            status=201,
+            schema="AccountDocument",
+            description="The new account.",
+            errors=(403,),
+            write=True,
+            body=("AccountRequest", "AccountForm"),
+        ),
+    )
+    async def create_account(request: Request) -> Response:
+        principal = require_scope(request, "accounts:write")
+        attributes, errors = await reader.attributes(request)
+        values = validate(attributes, ACCOUNT_FIELDS, errors)
+        errors.raise_if_any()
+        now = timestamp()
+        row = {
+            **_NO_VALUES,
+            **values,
+            "id": ids.new_id("act"),
+            "organization_id": principal.organization_id,
+            "created_at": now,
+            "updated_at": now,
+        }
+        async with db.write() as conn:
+            inserted = (await conn.execute(insert, row)).first()
+        if inserted is None:
+            raise duplicate(values.get("reference_id"))
+        return created(account_resource(row), "accounts")
+
+    @router.get(
+        "/{account_id}",
+        summary="Get an account",
+        **openapi.operation(
+            status=200,
+            schema="AccountDocument",
+            description="The account.",
+            errors=(403, 404),
+            parameters=(path_id,),
+        ),
+    )
+    async def get_account(request: Request) -> Response:
+        principal = require_scope(request, "accounts:read")
+        account_id: str = request.path_params["account_id"]
+        async with db.read() as conn:
+            row = (
+                await conn.execute(_GET, {"id": account_id, "org": principal.organization_id})
+            ).first()
+        if row is None:
+            raise not_found(account_id)
+        return single(account_resource(row._mapping))
+
+    @router.get(
+        "",
+        summary="List accounts, newest first",
+        **openapi.operation(
+            status=200,
+            schema="AccountList",
+            description="One page of accounts.",
+            errors=(400, 403),
+            parameters=(
+                openapi.query_parameter(
+                    "filter[reference_id]", {"type": "string"}, "Only this reference id."
+                ),
+                *openapi.PAGE_PARAMETERS,
+            ),
+        ),
+    )
+    async def list_accounts(request: Request) -> Response:
+        principal = require_scope(request, "accounts:read")
+        wanted = page_request(request, id_prefix="act", filters={"reference_id": any_value})
+        query = select(*COLUMNS).where(accounts.c.organization_id == principal.organization_id)
+        if "reference_id" in wanted.filters:
+            query = query.where(accounts.c.reference_id == wanted.filters["reference_id"])
+        if wanted.after is not None:
+            query = query.where(accounts.c.id < wanted.after)
+        query = query.order_by(accounts.c.id.desc()).limit(wanted.size + 1)
+        async with db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        items = [account_resource(row._mapping) for row in rows]
+        return page(items[: wanted.size], wanted.next_link(request.url.path, items))
+
+    @router.patch(
+        "/{account_id}",
+        summary="Update an account",
+        **openapi.operation(
+            status=200,
+            schema="AccountDocument",
+            description="The updated account.",
+            errors=(403, 404),
+            write=True,
+            body=("AccountRequest", "AccountForm"),
+            parameters=(path_id,),
+        ),
+    )
+    async def update_account(request: Request) -> Response:
+        principal = require_scope(request, "accounts:write")
+        account_id: str = request.path_params["account_id"]
+        attributes, errors = await reader.attributes(request)
+        values = validate(attributes, ACCOUNT_FIELDS, errors)
+        errors.raise_if_any()
+        organization_id = principal.organization_id
+        where = (accounts.c.id == account_id, accounts.c.organization_id == organization_id)
+        if not values:
+            async with db.read() as conn:
+                row = (await conn.execute(select(*COLUMNS).where(*where))).first()
+        else:
+            update = (
+                accounts.update()
+                .where(*where)
+                .values(**values, updated_at=timestamp())
+                .returning(*COLUMNS)
+            )
+            async with db.write() as conn:
+                row = await _apply_update(conn, update, values)
+        if row is None:
+            raise not_found(account_id)
+        return single(account_resource(row._mapping))
+
+    return router
