@@ -1,0 +1,275 @@
+"""Documents: multipart uploads streamed to disk with size and SHA-256, metadata and content."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import anyio.to_thread
+from fastapi import APIRouter
+from sqlalchemy import bindparam, select
+from sqlalchemy.engine import RowMapping
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+
+from retrysafe.database import Database
+from retrysafe.database.schema import documents, inquiries
+from retrysafe.envelope import ApiError, FieldErrors
+from retrysafe.service import ids, openapi
+from retrysafe.service.bodies import (
+    FilePart,
+    MultipartReader,
+    form_pointer,
+    media_type,
+    unsupported_media_type,
+)
+from retrysafe.service.scopes import require_scope
+from retrysafe.service.serialization import Resource, created, resource, single, timestamp
+from retrysafe.service.validation import Field, check_value
+from retrysafe.settings import Settings
+
+FILE_PART = "file"
+_KIND_FIELDS = ("kind", "data[attributes][kind]")
+_KIND = Field(max_length=64, min_length=1)
+_ATTRIBUTES = ("inquiry_id", "kind", "filename", "content_type", "size", "sha256", "created_at")
+COLUMNS = (documents.c.id, *(documents.c[name] for name in _ATTRIBUTES))
+
+_INQUIRY_EXISTS = select(inquiries.c.id).where(
+    inquiries.c.id == bindparam("inquiry"), inquiries.c.organization_id == bindparam("org")
+)
+_GET = select(*COLUMNS, documents.c.storage_path).where(
+    documents.c.id == bindparam("document"), documents.c.organization_id == bindparam("org")
+)
+_INSERT = documents.insert()
+
+
+def document_resource(values: Mapping[Any, Any]) -> Resource:
+    return resource("document", values["id"], {name: values[name] for name in _ATTRIBUTES})
+
+
+def not_found(document_id: str) -> ApiError:
+    return ApiError(404, "not_found", f"No document {document_id} exists in your organization.")
+
+
+def _printable(value: str | None, limit: int = 255) -> str | None:
+    """Client-chosen names, kept only as printable text that every database can store."""
+    if value is None:
+        return None
+    return "".join(ch for ch in value if ch.isprintable())[:limit] or None
+
+
+class DocumentUpload:
+    """One upload's bytes on their way to ``<document_dir>/<document id>``.
+
+    Data goes to a hidden partial file while its size and SHA-256 are computed
+    (in a worker thread: hashing and writing would otherwise stall the event
+    loop), and is renamed into place only when complete, so a crash or a
+    refused upload never leaves a half-written file under a document's name.
+    """
+
+    def __init__(self, directory: Path, document_id: str) -> None:
+        self.path = directory / document_id
+        self._partial = directory / f".{document_id}.partial"
+        self._file: IO[bytes] | None = None
+        self._sha256 = hashlib.sha256()
+        self.size = 0
+        self.part: FilePart | None = None
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256.hexdigest()
+
+    async def write(self, data: bytes) -> None:
+        await anyio.to_thread.run_sync(self._write, data)
+
+    async def finish(self) -> None:
+        await anyio.to_thread.run_sync(self._finish)
+
+    def discard(self) -> None:
+        """Drop whatever was written; synchronous so it also runs while being cancelled."""
+        if self._file is not None:
+            self._file.close()
+        self._partial.unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)
+
+    def _open(self) -> IO[bytes]:
+        if self._file is None:
+            self._partial.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self._partial.open("xb")
+        return self._file
+
+    def _write(self, data: bytes) -> None:
+        self._open().write(data)
+        self._sha256.update(data)
+        self.size += len(data)
+
+    def _finish(self) -> None:
+        file = self._open()  # an empty upload still gets its (empty) file
+        file.flush()
+        # The row that points at this file may commit right after: make the bytes
+        # durable first, so the database never names a file a power cut could lose.
+        os.fsync(file.fileno())
+        file.close()
+        os.replace(self._partial, self.path)
+
+
+def documents_router(db: Database, settings: Settings) -> APIRouter:
+    """The document endpoints; contents live under ``settings.document_dir``."""
+    router = APIRouter(tags=["documents"])
+    directory = settings.document_dir
+    document_path_id = openapi.path_parameter("document_id", "A document id (doc_…).")
+
+    @router.post(
+        "/inquiries/{inquiry_id}/documents",
+        summary="Upload a document to an inquiry",
+        description="multipart/form-data with the part `file` (any size up to --max-upload,"
+        " streamed to storage) and optionally `kind`.",
+        **openapi.operation(
+            status=201,
+            schema="DocumentDocument",
+            description="The stored document with its size and SHA-256.",
+            errors=(403, 404),
+            write=True,
+            body=("DocumentUpload", "DocumentUpload"),
+            form_only=True,
+            parameters=(openapi.path_parameter("inquiry_id", "An inquiry id (inq_…)."),),
+        ),
+    )
+    async def upload_document(request: Request) -> Response:
+        principal = require_scope(request, "documents:write")
+        inquiry_id: str = request.path_params["inquiry_id"]
+        media = media_type(request)
+        if media != "multipart/form-data":
+            raise unsupported_media_type(media, "multipart/form-data with a part named file")
+        organization_id = principal.organization_id
+        # Refuse before receiving what may be megabytes for an inquiry that is not there.
+        async with db.read() as conn:
+            exists = await conn.scalar(
+                _INQUIRY_EXISTS, {"inquiry": inquiry_id, "org": organization_id}
+            )
+        if exists is None:
+            raise ApiError(
+                404, "not_found", f"No inquiry {inquiry_id} exists in your organization."
+            )
+
+        document_id = ids.new_id("doc")
+        upload = DocumentUpload(directory, document_id)
+
+        def open_file(part: FilePart) -> DocumentUpload | None:
+            if part.name != FILE_PART:
+                return None
+            if upload.part is not None:
+                raise ApiError(
+                    400, "invalid_multipart", "Send one part named file.", pointer="/file"
+                )
+            upload.part = part
+            return upload
+
+        try:
+            reader = MultipartReader(open_file=open_file, max_size=settings.max_upload)
+            fields = await reader.read(request)
+            kind = _kind(fields, upload)
+            await upload.finish()
+            row = {
+                "id": document_id,
+                "organization_id": organization_id,
+                "inquiry_id": inquiry_id,
+                "kind": kind,
+                "filename": _printable(upload.part.filename if upload.part else None),
+                "content_type": _printable(upload.part.content_type if upload.part else None),
+                "size": upload.size,
+                "sha256": upload.sha256,
+                "storage_path": document_id,
+                "created_at": timestamp(),
+            }
+            async with db.write() as conn:
+                await conn.execute(_INSERT, row)
+        except BaseException:
+            upload.discard()
+            raise
+        return created(document_resource(row), "documents")
+
+    @router.get(
+        "/documents/{document_id}",
+        summary="Get a document's metadata",
+        **openapi.operation(
+            status=200,
+            schema="DocumentDocument",
+            description="The document.",
+            errors=(403, 404),
+            parameters=(document_path_id,),
+        ),
+    )
+    async def get_document(request: Request) -> Response:
+        principal = require_scope(request, "documents:read")
+        row = await _find(db, request, principal.organization_id)
+        return single(document_resource(row))
+
+    @router.get(
+        "/documents/{document_id}/content",
+        summary="Download a document's content",
+        response_class=Response,
+        **openapi.operation(
+            status=200,
+            schema=None,
+            description="The bytes as uploaded, as an attachment.",
+            errors=(403, 404),
+            parameters=(document_path_id,),
+        ),
+    )
+    async def get_document_content(request: Request) -> Response:
+        principal = require_scope(request, "documents:read")
+        row = await _find(db, request, principal.organization_id)
+        path = directory / row["storage_path"]
+        if not await anyio.Path(path).is_file():
+            # The row exists, so the bytes were committed: their absence is our fault (500).
+            raise RuntimeError(f"content of document {row['id']} is missing from storage")
+        return FileResponse(
+            path,
+            media_type=row["content_type"] or "application/octet-stream",
+            filename=row["filename"] or row["id"],
+            content_disposition_type="attachment",
+            # Uploaded bytes are the client's, never a page of ours: no sniffing into HTML.
+            headers={"X-Content-Type-Options": "nosniff"},
+        )
+
+    return router
+
+
+async def _find(db: Database, request: Request, organization_id: str) -> RowMapping:
+    document_id: str = request.path_params["document_id"]
+    async with db.read() as conn:
+        params = {"document": document_id, "org": organization_id}
+        row = (await conn.execute(_GET, params)).mappings().first()
+    if row is None:
+        raise not_found(document_id)
+    return row
+
+
+def _kind(fields: list[tuple[str, str]], upload: DocumentUpload) -> str | None:
+    """Validate the form around the file: its ``kind``, unknown fields, a missing file."""
+    errors = FieldErrors()
+    kind: str | None = None
+    for name, value in fields:
+        if name in _KIND_FIELDS:
+            checked = check_value(value, _KIND, "kind", form_pointer(name), errors)
+            kind = checked if isinstance(checked, str) else None
+        else:
+            errors.add(
+                400,
+                "unknown_parameter",
+                f"form field {name!r} is not file or kind",
+                form_pointer(name),
+            )
+    if upload.part is None:
+        errors.add(
+            400,
+            "parameter_missing",
+            "file is required: send the content as the part named file",
+            "/file",
+        )
+    errors.raise_if_any()
+    return kind
