@@ -1,0 +1,213 @@
+"""The reference service: the FastAPI handler app and the full retry-safe ASGI application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Mapping
+from importlib.metadata import PackageNotFoundError, version
+
+import structlog
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from retrysafe.asgi import ASGIApp
+from retrysafe.database import Database, DatabaseUnavailable
+from retrysafe.envelope import ApiError, ErrorObject, internal_error, reason_phrase
+from retrysafe.idempotency.store import IdempotencyStore
+from retrysafe.pipeline import build_pipeline
+from retrysafe.pipeline.principal import request_id_of
+from retrysafe.pipeline.rate_limit import RateLimiter
+from retrysafe.service import openapi
+from retrysafe.service.accounts import accounts_router
+from retrysafe.service.authenticator import DatabaseAuthenticator
+from retrysafe.service.bodies import BodyReader
+from retrysafe.service.documents import documents_router
+from retrysafe.service.inquiries import inquiries_router
+from retrysafe.service.serialization import API_PREFIX, JSON_MEDIA_TYPE
+from retrysafe.settings import Settings
+from retrysafe.stores.sql import SqlIdempotencyStore
+
+__all__ = ["create_api", "create_app"]
+
+logger = structlog.get_logger("retrysafe.service")
+
+HEALTH_TIMEOUT = 5.0
+_HEALTHY = b'{"status":"ok"}'
+_ECHO_LIMIT = 100  # characters of a client-chosen path quoted back in an error
+
+
+def _version() -> str:
+    try:
+        return version("retrysafe")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0.0.0"
+
+
+def create_app(settings: Settings) -> ASGIApp:
+    """The whole server: the handlers inside the SPEC §2 pipeline, on one database."""
+    db = Database(settings.database_url)
+    store = SqlIdempotencyStore(db)
+    return build_pipeline(
+        create_api(db, settings, idempotency_store=store),
+        settings=settings,
+        authenticator=DatabaseAuthenticator(db),
+        idempotency_store=store,
+        rate_limiter=RateLimiter.from_settings(settings.rate_limit, settings.redis_url),
+    )
+
+
+def create_api(
+    db: Database, settings: Settings, *, idempotency_store: IdempotencyStore | None = None
+) -> FastAPI:
+    """The handler app alone: routes, error rendering and lifespan, without the pipeline.
+
+    The lifespan disposes ``db`` on shutdown and, given ``idempotency_store``,
+    purges its expired records every ``settings.purge_interval`` seconds.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        purger = None
+        if idempotency_store is not None:
+            purger = asyncio.create_task(
+                _purge_expired_forever(idempotency_store, settings.purge_interval)
+            )
+        try:
+            yield
+        finally:
+            if purger is not None:
+                purger.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purger
+            await db.dispose()
+
+    app = FastAPI(
+        title="retrysafe",
+        version=_version(),
+        description="Identity records (accounts, inquiries, documents) behind a retry-safe"
+        " pipeline: one error envelope, rate limits and authentication before an"
+        " idempotency layer that replays acknowledged results.",
+        lifespan=lifespan,
+        exception_handlers={
+            ApiError: _render_api_error,
+            DatabaseUnavailable: _render_database_unavailable,
+            RequestValidationError: _render_validation_error,
+            HTTPException: _render_http_exception,
+            Exception: _render_unexpected,
+        },
+    )
+    reader = BodyReader(max_json_depth=settings.max_json_depth)
+    app.include_router(accounts_router(db, reader), prefix=API_PREFIX)
+    app.include_router(inquiries_router(db, reader), prefix=API_PREFIX)
+    app.include_router(documents_router(db, settings), prefix=API_PREFIX)
+
+    @app.get(
+        "/health",
+        tags=["health"],
+        summary="Whether this process can reach its database",
+        **openapi.operation(status=200, schema=None, description='{"status": "ok"}', errors=(503,)),
+    )
+    async def health() -> Response:
+        try:
+            async with asyncio.timeout(HEALTH_TIMEOUT), db.read() as conn:
+                await conn.execute(text("SELECT 1"))
+        except (DatabaseUnavailable, SQLAlchemyError, OSError, TimeoutError) as exc:
+            logger.warning("health check failed", error=str(exc))
+            raise ApiError(
+                503,
+                "service_unavailable",
+                "The database is not answering; this process cannot serve requests now.",
+                headers={"Retry-After": "5"},
+            ) from None
+        return Response(_HEALTHY, media_type=JSON_MEDIA_TYPE)
+
+    openapi.install(app)
+    return app
+
+
+async def _purge_expired_forever(store: IdempotencyStore, interval: float) -> None:
+    # Every worker purges; that is harmless (a DELETE of expired rows is idempotent)
+    # and needs no coordination between processes.
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            purged = await store.purge_expired(time.time())
+        except Exception as exc:  # the next round retries; the server keeps serving
+            logger.warning("purging expired idempotency records failed", error=str(exc))
+        else:
+            if purged:
+                logger.info("purged expired idempotency records", count=purged)
+
+
+def _envelope(error: ApiError) -> Response:
+    return Response(
+        error.body(), status_code=error.status, headers=error.headers, media_type=JSON_MEDIA_TYPE
+    )
+
+
+async def _render_api_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return _envelope(exc)
+
+
+async def _render_database_unavailable(request: Request, exc: Exception) -> Response:
+    # Rendered here rather than left to the pipeline: an exception leaving FastAPI
+    # would first be answered as a 500 by Starlette's ServerErrorMiddleware.
+    logger.warning("database unavailable", request_id=request_id_of(request.scope), error=str(exc))
+    return _envelope(
+        ApiError(
+            503,
+            "service_unavailable",
+            "The database is unreachable; the request did not run. Retry it shortly.",
+            headers={"Retry-After": "1"},
+        )
+    )
+
+
+async def _render_validation_error(_request: Request, exc: Exception) -> Response:
+    # Handlers parse their own input, so this only fires for a route that declares
+    # typed parameters; it must still speak the envelope, as a 400.
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        ErrorObject(400, "invalid_parameter", f"{_location(error)}: {error.get('msg', 'invalid')}")
+        for error in exc.errors()
+    ] or [ErrorObject(400, "invalid_parameter", "The request is invalid.")]
+    return _envelope(ApiError(400, errors[0].code, errors[0].details, errors=errors))
+
+
+def _location(error: Mapping[str, object]) -> str:
+    location = error.get("loc", ())
+    return ".".join(str(part) for part in location) if isinstance(location, tuple | list) else ""
+
+
+async def _render_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    method, path = request.method, request.url.path[:_ECHO_LIMIT]
+    if exc.status_code == 404:
+        error = ApiError(404, "not_found", f"No route {method} {path}; see /openapi.json.")
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        error = ApiError(
+            405,
+            "method_not_allowed",
+            f"{method} is not allowed on {path}; allowed: {allowed or 'none'}.",
+            headers=exc.headers,
+        )
+    else:
+        phrase = reason_phrase(exc.status_code)
+        code = phrase.lower().replace(" ", "_").replace("-", "_")
+        error = ApiError(exc.status_code, code, str(exc.detail), headers=exc.headers)
+    return _envelope(error)
+
+
+async def _render_unexpected(request: Request, _exc: Exception) -> Response:
+    # Starlette re-raises after this: the envelope layer logs the exception under
+    # the Request-Id, and the idempotency layer records this same 500.
+    return _envelope(internal_error(request_id_of(request.scope)))
