@@ -1,0 +1,212 @@
+"""Shared fixtures: the real app under uvicorn on a loopback port, with a real database.
+
+``live_server`` is a factory: ``live_server(rate_limit="5/minute")`` starts
+``create_app(Settings(...))`` in a background thread and returns a
+:class:`LiveServer`. ``server``, ``api_key`` and ``http`` are the usual trio on
+top of it. The database comes from the ``database_url`` fixture (a SQLite file
+in ``tmp_path``); override or parametrize that fixture to run the same tests on
+PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import uvicorn
+
+from retrysafe.database import Database
+from retrysafe.database.migrate import upgrade
+from retrysafe.service import admin
+from retrysafe.service.api_keys import ALL_SCOPES
+from retrysafe.service.app import create_app
+from retrysafe.settings import Settings
+
+T = TypeVar("T")
+
+STARTUP_TIMEOUT = 15.0
+
+TEST_SETTINGS = Settings(
+    # High enough that only tests about rate limiting ever meet a 429.
+    rate_limit="100000/second",
+    purge_interval=3600.0,
+)
+"""Defaults of every test server; ``database_url`` and ``document_dir`` are set per test."""
+
+
+def run_sync(coroutine_factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion from sync *or* async test code.
+
+    A fresh thread gets its own event loop, so this works even while the test's
+    own loop is running (``asyncio.run`` would refuse there).
+    """
+
+    async def main() -> T:
+        return await coroutine_factory()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, main()).result()
+
+
+def with_database(url: str, action: Callable[[Database], Awaitable[T]]) -> T:
+    """``action(db)`` on a short-lived :class:`Database` for ``url``."""
+
+    async def run() -> T:
+        db = Database(url)
+        try:
+            return await action(db)
+        finally:
+            await db.dispose()
+
+    return run_sync(run)
+
+
+def migrate(url: str) -> None:
+    with_database(url, upgrade)
+
+
+@dataclass
+class LiveServer:
+    """One running ``create_app`` server and helpers acting on its database."""
+
+    url: str
+    """Base URL without a trailing slash, e.g. ``http://127.0.0.1:54321``."""
+    settings: Settings
+    database_url: str
+    _server: uvicorn.Server = field(repr=False)
+    _thread: threading.Thread = field(repr=False)
+
+    @property
+    def api_url(self) -> str:
+        return self.url + "/api/v1"
+
+    def new_key(self, org: str = "acme", scopes: list[str] | tuple[str, ...] | None = None) -> str:
+        """A fresh API key (the presented secret) for ``org``, created if absent."""
+        chosen = tuple(scopes) if scopes is not None else ALL_SCOPES
+
+        async def create(db: Database) -> tuple[str, str]:
+            return await admin.create_api_key(db, org, scopes=chosen)
+
+        return with_database(self.database_url, create)[1]
+
+    def revoke_key(self, secret: str) -> bool:
+        key_id = secret.removeprefix("rsk_").partition(".")[0]
+        return with_database(self.database_url, lambda db: admin.revoke_api_key(db, key_id))
+
+    def set_quota(self, org: str, inquiry_quota: int) -> None:
+        with_database(
+            self.database_url,
+            lambda db: admin.create_organization(db, org, inquiry_quota=inquiry_quota),
+        )
+
+    def client(self, key: str | None, **kwargs: Any) -> httpx.Client:
+        """An ``httpx.Client`` on ``/api/v1`` sending ``key`` as a Bearer token (if any)."""
+        headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+        return httpx.Client(base_url=self.api_url, headers=headers, timeout=30, **kwargs)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=STARTUP_TIMEOUT)
+        if self._thread.is_alive():  # pragma: no cover - a hung shutdown fails loudly
+            raise RuntimeError("the test server did not shut down")
+
+
+def start_server(settings: Settings, *, migrate_first: bool = True) -> LiveServer:
+    """Migrate ``settings.database_url`` and serve ``create_app(settings)`` on a free port."""
+    if migrate_first:
+        migrate(settings.database_url)
+    # Binding here (port 0) and handing uvicorn the socket avoids racing other tests
+    # for a "free" port between choosing it and binding it.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(settings),
+        log_level="warning",
+        access_log=False,
+        ws="none",
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn-{port}", daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+    sock.close()  # uvicorn serves on its own duplicate of the listening socket
+    return LiveServer(
+        url=f"http://127.0.0.1:{port}",
+        settings=settings,
+        database_url=settings.database_url,
+        _server=server,
+        _thread=thread,
+    )
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """The database every server of a test shares; override it to test another backend."""
+    return f"sqlite:///{tmp_path / 'retrysafe.db'}"
+
+
+@pytest.fixture
+def live_server(database_url: str, tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """Factory: ``live_server(migrate=True, **settings_overrides) -> LiveServer``.
+
+    Overrides are :class:`Settings` fields; by default the server uses the
+    ``database_url`` fixture, documents under ``tmp_path / "documents"`` and a
+    rate limit no ordinary test reaches. Every server started is stopped at teardown.
+    """
+    servers: list[LiveServer] = []
+
+    def start(*, migrate: bool = True, **overrides: Any) -> LiveServer:
+        settings = replace(
+            TEST_SETTINGS,
+            **{
+                "database_url": database_url,
+                "document_dir": tmp_path / "documents",
+                **overrides,
+            },
+        )
+        server = start_server(settings, migrate_first=migrate)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(live_server: Callable[..., LiveServer]) -> LiveServer:
+    """A server with the test defaults."""
+    return live_server()
+
+
+@pytest.fixture
+def api_key(server: LiveServer) -> str:
+    """A key with every scope for the organization ``acme``."""
+    return server.new_key()
+
+
+@pytest.fixture
+def http(server: LiveServer, api_key: str) -> Iterator[httpx.Client]:
+    """``httpx.Client`` on ``server.url + "/api/v1"`` authenticated with ``api_key``."""
+    with server.client(api_key) as client:
+        yield client
