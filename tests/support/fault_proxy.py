@@ -117,6 +117,8 @@ class RecordedRequest:
     response_status: int | None = None
     """The server's status, when it answered (even if the client never saw it)."""
     response_headers: dict[str, str] = field(default_factory=dict)
+    response_body: bytes = b""
+    """The server's answer body (chunked coding removed), even if the client never saw it."""
 
     @property
     def idempotency_key(self) -> str | None:
@@ -391,6 +393,7 @@ class FaultProxy:
                 seen,
                 response_status=int(response.start_line.split()[1]),
                 response_headers={name.lower(): value for name, value in response.headers},
+                response_body=response.body,
             )
         with self._lock:
             self._records.append(replace(seen, forwarded=forwarded))
