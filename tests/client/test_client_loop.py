@@ -6,11 +6,10 @@ clock that sleeping advances, so waits are asserted exactly and cost nothing.
 
 from __future__ import annotations
 
-import inspect
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +22,6 @@ from retrysafe import (
     APIConnectionError,
     APITimeoutError,
     AsyncClient,
-    AsyncPaginator,
     Client,
     ConflictError,
     IdempotencyInProgressError,
@@ -35,8 +33,9 @@ from retrysafe import (
 )
 from retrysafe.client._retry import RetryPolicy, RetrySettings
 
+from ._helpers import AnyClient, collect, resolve
+
 T = TypeVar("T")
-AnyClient = Client | AsyncClient
 
 
 class FakeClock:
@@ -106,24 +105,6 @@ def page(ids: list[str], next_link: str | None) -> httpx.Response:
 
 def file_names(directory: Path) -> list[str]:
     return sorted(path.name for path in directory.iterdir())
-
-
-async def resolve(value: T | Awaitable[T]) -> T:
-    """The result of a sync call, or of an async one awaited: one test body for both clients."""
-    if inspect.isawaitable(value):
-        return await value
-    return value
-
-
-async def collect(items: Any) -> list[Any]:
-    if isinstance(items, AsyncPaginator):
-        return [item async for item in items]
-    return list(items)
-
-
-@pytest.fixture(params=["sync", "async"])
-def flavor(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture
