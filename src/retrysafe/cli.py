@@ -170,6 +170,8 @@ def serve(
         "http": "httptools",
         "log_level": log_level.value,
         "log_config": _log_config(log_level),
+        # No "server: uvicorn" header: it tells scanners what to probe and clients nothing.
+        "server_header": False,
     }
     plural = "es" if workers > 1 else ""
     typer.echo(
