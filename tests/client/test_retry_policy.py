@@ -285,3 +285,17 @@ class TestHeaderParsing:
         assert parse_rate_limit_reset("1700000007", now_epoch=1_700_000_000) == 7.0
         assert parse_rate_limit_reset("nope", now_epoch=0) is None
         assert parse_rate_limit_reset(None, now_epoch=0) is None
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"max_retries": -1},
+        {"max_backpressure_retries": -1},
+        {"deadline": 0},
+        {"initial_backoff": -1},
+    ],
+)
+def test_nonsensical_settings_are_refused(settings: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="must"):
+        RetrySettings(**settings)  # type: ignore[arg-type]

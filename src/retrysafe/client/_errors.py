@@ -237,9 +237,12 @@ class ServerError(APIStatusError):
 
 
 class ServiceUnavailableError(ServerError):
-    """503: the server shed load or could not reach its database; the request did not run.
+    """503: the service shed load or could not reach its database.
 
-    With ``Retry-After`` the client retries it with the same key on its own.
+    From the service itself this means the request did not run (a 503 is
+    never recorded), and with ``Retry-After`` the client retries it with the
+    same key on its own. It stays ``indeterminate`` like every 5xx because a
+    proxy in front of the service may answer 503 for its own reasons.
     """
 
 

@@ -107,6 +107,14 @@ class RetrySettings:
     max_retry_after: float = 60.0
     """With no deadline, a server-requested wait longer than this is raised instead of slept."""
 
+    def __post_init__(self) -> None:
+        if self.max_retries < 0 or self.max_backpressure_retries < 0:
+            raise ValueError("retry budgets must be zero or more")
+        if self.deadline is not None and self.deadline <= 0:
+            raise ValueError("deadline must be positive, or None for no deadline")
+        if self.initial_backoff < 0 or self.max_backoff < 0 or self.max_retry_after < 0:
+            raise ValueError("backoff and wait bounds must not be negative")
+
 
 @dataclass(frozen=True, slots=True)
 class CallState:
