@@ -464,3 +464,8 @@ def test_api_key_and_base_url_from_the_environment(monkeypatch: pytest.MonkeyPat
     with Client() as client:
         assert client._options.api_key == "sk_env"
         assert client._options.url("accounts") == "http://env.test:9/api/v1/accounts"
+
+
+def test_options_repr_never_shows_the_api_key() -> None:
+    with Client("sk_very_secret") as client:
+        assert "sk_very_secret" not in repr(client._options)

@@ -81,7 +81,8 @@ NOT_GIVEN = NotGiven()
 class ClientOptions:
     """Everything a client was configured with; ``with_options`` derives a changed copy."""
 
-    api_key: str
+    api_key: str = field(repr=False)
+    """Kept out of ``repr`` so logging the options never logs the secret."""
     base_url: str
     """Ends in ``/api/v1``, without a trailing slash."""
     timeout: httpx.Timeout
