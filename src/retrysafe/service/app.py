@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match
 
 from retrysafe.asgi import ASGIApp
 from retrysafe.database import Database, DatabaseUnavailable
@@ -40,6 +41,7 @@ logger = structlog.get_logger("retrysafe.service")
 
 HEALTH_TIMEOUT = 5.0
 _HEALTHY = b'{"status":"ok"}'
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 _ECHO_LIMIT = 100  # characters of a client-chosen path quoted back in an error
 
 
@@ -193,18 +195,32 @@ async def _render_http_exception(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         error = ApiError(404, "not_found", f"No route {method} {path}; see /openapi.json.")
     elif exc.status_code == 405:
-        allowed = (exc.headers or {}).get("Allow", "")
+        allowed = _allowed_methods(request)
         error = ApiError(
             405,
             "method_not_allowed",
-            f"{method} is not allowed on {path}; allowed: {allowed or 'none'}.",
-            headers=exc.headers,
+            f"{method} is not allowed on {path}; allowed: {allowed}.",
+            headers={**(exc.headers or {}), "Allow": allowed},
         )
     else:
         phrase = reason_phrase(exc.status_code)
         code = phrase.lower().replace(" ", "_").replace("-", "_")
         error = ApiError(exc.status_code, code, str(exc.detail), headers=exc.headers)
     return _envelope(error)
+
+
+def _allowed_methods(request: Request) -> str:
+    # Starlette's Allow names only the first route that matched the path; with one
+    # route per method (GET and POST /accounts), ask every route about every method.
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
+    return ", ".join(allowed)
 
 
 async def _render_unexpected(request: Request, _exc: Exception) -> Response:
