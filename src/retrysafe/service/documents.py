@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Mapping
@@ -90,10 +91,13 @@ class DocumentUpload:
 
     def discard(self) -> None:
         """Drop whatever was written; synchronous so it also runs while being cancelled."""
-        if self._file is not None:
-            self._file.close()
-        self._partial.unlink(missing_ok=True)
-        self.path.unlink(missing_ok=True)
+        if self._file is None:
+            return  # nothing was created
+        self._file.close()
+        # A failing clean-up must not mask the error that made us clean up.
+        with contextlib.suppress(OSError):
+            self._partial.unlink(missing_ok=True)
+            self.path.unlink(missing_ok=True)
 
     def _open(self) -> IO[bytes]:
         if self._file is None:
