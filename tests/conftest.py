@@ -114,7 +114,14 @@ class LiveServer:
         return httpx.Client(base_url=self.api_url, headers=headers, timeout=30, **kwargs)
 
     def stop(self) -> None:
+        """Shut the server down and wait until it has (lifespan shutdown included)."""
+        self.request_stop()
+        self.wait_stopped()
+
+    def request_stop(self) -> None:
         self._server.should_exit = True
+
+    def wait_stopped(self) -> None:
         self._thread.join(timeout=STARTUP_TIMEOUT)
         if self._thread.is_alive():  # pragma: no cover - a hung shutdown fails loudly
             raise RuntimeError("the test server did not shut down")
@@ -165,8 +172,24 @@ def database_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'retrysafe.db'}"
 
 
+@pytest.fixture(scope="session")
+def _stopping_servers() -> Iterator[list[LiveServer]]:
+    """Servers whose shutdown was requested; joined once, at the end of the session.
+
+    uvicorn takes ~0.2 s to stop (a 0.1 s tick, then a 0.1 s grace for
+    connections); letting that overlap the next test instead of waiting for it
+    keeps the suite fast. Tests that need a server gone call ``stop()`` themselves.
+    """
+    servers: list[LiveServer] = []
+    yield servers
+    for server in servers:
+        server.wait_stopped()
+
+
 @pytest.fixture
-def live_server(database_url: str, tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+def live_server(
+    database_url: str, tmp_path: Path, _stopping_servers: list[LiveServer]
+) -> Iterator[Callable[..., LiveServer]]:
     """Factory: ``live_server(migrate=True, **settings_overrides) -> LiveServer``.
 
     Overrides are :class:`Settings` fields; by default the server uses the
@@ -190,7 +213,8 @@ def live_server(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Liv
 
     yield start
     for server in servers:
-        server.stop()
+        server.request_stop()
+    _stopping_servers.extend(servers)
 
 
 @pytest.fixture
