@@ -89,6 +89,10 @@ class LiveServer:
     def api_url(self) -> str:
         return self.url + "/api/v1"
 
+    def on_database(self, action: Callable[[Database], Awaitable[T]]) -> T:
+        """Run ``action(db)`` against this server's database, from sync or async tests."""
+        return with_database(self.database_url, action)
+
     def new_key(self, org: str = "acme", scopes: list[str] | tuple[str, ...] | None = None) -> str:
         """A fresh API key (the presented secret) for ``org``, created if absent."""
         chosen = tuple(scopes) if scopes is not None else ALL_SCOPES
