@@ -115,6 +115,34 @@ async def test_answer_lost_after_commit_is_replayed_under_the_same_key(
     assert [a.id for a in new_accounts()] == [account.id]
 
 
+async def test_lost_answer_to_an_update_is_replayed(
+    connect: Connect, proxy: FaultProxy, live_server: LiveServer
+) -> None:
+    client = connect(proxy.url, live_server.api_key)
+    account = await resolve(client.accounts.create(name_first="Ada"))
+    proxy.plan(Fault.RESET, method="PATCH")
+    updated = await resolve(client.accounts.update(account.id, name_last="Lovelace"))
+    assert updated.name_last == "Lovelace"
+    first, second = proxy.requests_to("PATCH", f"{ACCOUNTS}/{account.id}")
+    assert first.idempotency_key == second.idempotency_key
+    assert (first.replayed, second.replayed) == (False, True)
+
+
+async def test_lost_answer_to_a_transition_is_replayed_not_refused(
+    connect: Connect, proxy: FaultProxy, live_server: LiveServer
+) -> None:
+    """Running "complete" twice would be a 422 (completed → completed); the replay is a 200."""
+    client = connect(proxy.url, live_server.api_key)
+    inquiry = await resolve(client.inquiries.create(reference_id=f"user-{uuid.uuid4().hex[:8]}"))
+    proxy.plan(Fault.DROP_AFTER_RESPONSE, method="POST")
+    completed = await resolve(client.inquiries.complete(inquiry.id))
+    assert completed.status == InquiryStatus.COMPLETED
+    first, second = posts(proxy, f"{INQUIRIES}/{inquiry.id}/complete")
+    assert first.idempotency_key == second.idempotency_key
+    assert (first.response_status, second.response_status) == (200, 200)
+    assert second.replayed
+
+
 async def test_reset_before_the_server_saw_it_runs_on_retry(
     connect: Connect,
     proxy: FaultProxy,
