@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import enum
 import os
 import sys
@@ -15,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
-from retrysafe import config
+from retrysafe import config, log_config
 from retrysafe.config import ConfigError, display_url, env_name
 from retrysafe.database import Database, DatabaseUnavailable
 from retrysafe.service import admin
@@ -50,7 +49,7 @@ class BadInput(CliError):
 
 
 class LogLevel(enum.StrEnum):
-    """Log levels uvicorn understands, quietest last."""
+    """The ``--log-level`` choices, as uvicorn names them, most verbose first."""
 
     TRACE = "trace"
     DEBUG = "debug"
@@ -169,7 +168,7 @@ def serve(
         "loop": "uvloop",
         "http": "httptools",
         "log_level": log_level.value,
-        "log_config": _log_config(log_level),
+        "log_config": log_config.uvicorn_log_config(log_level.value),
         # No "server: uvicorn" header: it tells scanners what to probe and clients nothing.
         "server_header": False,
     }
@@ -179,6 +178,7 @@ def serve(
         f"with {workers} process{plural}",
         err=True,
     )
+    log_config.configure_structlog(log_level.value)
     if workers == 1:
         from retrysafe.service.app import create_app
 
@@ -187,22 +187,10 @@ def serve(
     # Worker processes are started from an import string and cannot be handed a
     # Settings object, so they rebuild it from the same RETRYSAFE_* variables.
     os.environ.update(config.settings_to_env(settings))
+    os.environ[env_name("log-level")] = log_level.value
     uvicorn.run(
         "retrysafe.service.asgi_entry:create_app_from_env", factory=True, workers=workers, **common
     )
-
-
-def _log_config(level: LogLevel) -> dict[str, Any]:
-    """uvicorn's logging setup plus the ``retrysafe`` logger at ``level``, in every worker."""
-    from uvicorn.config import LOG_LEVELS, LOGGING_CONFIG
-
-    log_config = copy.deepcopy(LOGGING_CONFIG)
-    log_config["loggers"]["retrysafe"] = {
-        "handlers": ["default"],
-        "level": LOG_LEVELS[level.value],
-        "propagate": False,
-    }
-    return log_config
 
 
 # The reference upstream provider (`retrysafe provider [--port] [--delay] [--fail-rate]`,

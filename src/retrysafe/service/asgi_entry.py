@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
+from retrysafe import log_config
 from retrysafe.asgi import ASGIApp
-from retrysafe.config import settings_from_env
+from retrysafe.config import env_name, settings_from_env
 from retrysafe.service.app import create_app
 
 
 def create_app_from_env() -> ASGIApp:
     """uvicorn ``factory=True`` target used by ``retrysafe serve --workers N``."""
+    # structlog is configured per process and workers are spawned fresh, so each
+    # worker applies the parent's --log-level again.
+    log_config.configure_structlog(os.environ.get(env_name("log-level"), "info"))
     return create_app(settings_from_env())
