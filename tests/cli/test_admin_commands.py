@@ -12,6 +12,8 @@ import pytest
 from retrysafe.service.api_keys import ALL_SCOPES
 from server_process import run_cli
 
+from .conftest import MainRunner
+
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
@@ -87,24 +89,34 @@ def test_keys_create_with_chosen_scopes(tmp_path: Path, db_path: Path, db_url: s
 
 
 @pytest.mark.parametrize("scopes", ["accounts:read,accounts:delete", "admin", ",", ""])
-def test_keys_create_refuses_unknown_scopes(tmp_path: Path, db_path: Path, scopes: str) -> None:
+def test_keys_create_refuses_unknown_scopes(
+    run_main: MainRunner, db_path: Path, db_url: str, scopes: str
+) -> None:
     """An unknown or empty scope list is a usage error (2) naming the valid scopes; no key."""
+    result = run_main("keys", "create", "--org", "acme", "--scopes", scopes, "--database", db_url)
+    assert result.exit_code == 2
+    assert_one_line_error(result.stderr)
+    assert "accounts:write" in result.stderr
+    assert result.stdout == ""
+    assert not db_path.exists()
+
+
+def test_unknown_scope_in_a_real_process_is_one_line(tmp_path: Path, db_path: Path) -> None:
+    """The installed entry point prints the same single line: no traceback escapes."""
     result = run_cli(
         "keys",
         "create",
         "--org",
         "acme",
         "--scopes",
-        scopes,
+        "root",
         "--database",
         f"sqlite:///{db_path}",
         cwd=tmp_path,
     )
     assert result.returncode == 2
     assert_one_line_error(result.stderr)
-    assert "accounts:write" in result.stderr
-    assert result.stdout == ""
-    assert not db_path.exists()
+    assert "unknown scope 'root'" in result.stderr
 
 
 def test_keys_revoke(tmp_path: Path, db_path: Path, db_url: str) -> None:
@@ -163,13 +175,10 @@ def test_orgs_create_existing_sets_the_quota_only_when_given(
 
 
 @pytest.mark.parametrize("quota", ["-1", "many"])
-def test_orgs_create_refuses_bad_quota(tmp_path: Path, db_url: str, quota: str) -> None:
-    """A negative or non-numeric quota is a usage error, not a traceback."""
-    result = run_cli(
-        "orgs", "create", "globex", "--inquiry-quota", quota, "--database", db_url, cwd=tmp_path
-    )
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
+def test_orgs_create_refuses_bad_quota(run_main: MainRunner, db_url: str, quota: str) -> None:
+    """A negative or non-numeric quota is a usage error."""
+    result = run_main("orgs", "create", "globex", "--inquiry-quota", quota, "--database", db_url)
+    assert result.exit_code == 2
     assert "--inquiry-quota" in result.stderr
 
 
@@ -241,10 +250,10 @@ def test_purge_expired_deletes_only_expired_records(
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
-    tmp_path: Path, args: tuple[str, ...], expected: str
+    run_main: MainRunner, args: tuple[str, ...], expected: str
 ) -> None:
-    result = run_cli(*args, cwd=tmp_path)
-    assert result.returncode == 2
+    result = run_main(*args)
+    assert result.exit_code == 2
     assert_one_line_error(result.stderr)
     assert expected in result.stderr
 

@@ -11,6 +11,8 @@ import pytest
 
 from server_process import ServerProcess, run_cli, start_server
 
+from .conftest import MainRunner
+
 BIG_BODY = {"data": {"attributes": {"name_first": "x" * 200}}}
 
 
@@ -52,12 +54,13 @@ def test_serve_migrates_answers_health_and_logs_where_it_listens(
 def test_serve_reads_every_setting_from_the_environment(
     tmp_path: Path, servers: list[ServerProcess]
 ) -> None:
-    """RETRYSAFE_PORT, _DATABASE, _MAX_BODY and _RATE_LIMIT configure the server."""
+    """RETRYSAFE_PORT, _DATABASE, _MAX_BODY, _RATE_LIMIT and _LOG_LEVEL configure the server."""
     db_path = tmp_path / "env.db"
     env = {
         "RETRYSAFE_DATABASE": f"sqlite:///{db_path}",
         "RETRYSAFE_MAX_BODY": "64",
         "RETRYSAFE_RATE_LIMIT": "1000/minute",
+        "RETRYSAFE_LOG_LEVEL": "warning",
     }
     server = start_server([], cwd=tmp_path, env=env, port_from_env=True)
     servers.append(server)
@@ -71,6 +74,9 @@ def test_serve_reads_every_setting_from_the_environment(
     limited = httpx.get(f"{server.base_url}/api/v1/accounts", timeout=10)
     assert limited.status_code == 401
     assert limited.headers["RateLimit-Limit"] == "1000"
+    # At warning, uvicorn's info lines (startup, access log) are not written.
+    assert "Application startup complete" not in server.log()
+    assert "GET /api/v1/accounts" not in server.log()
 
 
 @pytest.mark.slow
@@ -129,23 +135,29 @@ def test_revoked_key_is_refused_by_the_server(tmp_path: Path, servers: list[Serv
     ],
 )
 def test_serve_refuses_bad_settings_in_one_line(
-    tmp_path: Path, args: list[str], expected: str
+    run_main: MainRunner, tmp_path: Path, args: list[str], expected: str
 ) -> None:
     """Each unusable value exits 2 with one line naming the flag and variable; nothing starts."""
-    result = run_cli("serve", "--port", "1", *args, cwd=tmp_path, timeout=30)
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
+    result = run_main("serve", *args)
+    assert result.exit_code == 2
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"retrysafe: error: {expected}")
     assert not (tmp_path / "retrysafe.db").exists()
 
 
-def test_serve_refuses_bad_settings_from_the_environment(tmp_path: Path) -> None:
+def test_serve_refuses_bad_settings_from_the_environment(run_main: MainRunner) -> None:
     """A bad RETRYSAFE_* value is refused the same way as a bad flag."""
-    result = run_cli("serve", cwd=tmp_path, env={"RETRYSAFE_MAX_IN_FLIGHT": "-5"}, timeout=30)
-    assert result.returncode == 2
+    result = run_main("serve", env={"RETRYSAFE_MAX_IN_FLIGHT": "-5"})
+    assert result.exit_code == 2
     assert "RETRYSAFE_MAX_IN_FLIGHT must be at least 1" in result.stderr
-    assert "Traceback" not in result.stderr
+
+
+def test_bad_setting_in_a_real_process_is_one_line(tmp_path: Path) -> None:
+    """From the installed entry point too: one line, exit 2, no traceback, nothing served."""
+    result = run_cli("serve", "--rate-limit", "lots", cwd=tmp_path, timeout=30)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("retrysafe: error: --rate-limit / RETRYSAFE_RATE_LIMIT")
 
 
 @pytest.mark.parametrize(
@@ -159,12 +171,18 @@ def test_serve_refuses_bad_settings_from_the_environment(tmp_path: Path) -> None
         ["--no-such-flag"],
     ],
 )
-def test_serve_flag_parse_errors_exit_2_without_traceback(tmp_path: Path, args: list[str]) -> None:
-    """Values click cannot parse get its usage message and exit 2, never a traceback."""
-    result = run_cli("serve", *args, cwd=tmp_path, timeout=30)
+def test_serve_flag_parse_errors_exit_2(run_main: MainRunner, args: list[str]) -> None:
+    """Values click cannot parse get its usage message and exit 2."""
+    result = run_main("serve", *args)
+    assert result.exit_code == 2
+    assert "Error:" in result.stderr
+
+
+def test_flag_parse_error_in_a_real_process_has_no_traceback(tmp_path: Path) -> None:
+    result = run_cli("serve", "--port", "eighty", cwd=tmp_path, timeout=30)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "Error:" in result.stderr
+    assert "Invalid value for '--port'" in result.stderr
 
 
 def test_serve_with_unreachable_database_fails_cleanly(tmp_path: Path) -> None:
