@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +28,8 @@ pytestmark = pytest.mark.slow
 KEYS = 300
 KILL_AFTER = 100
 CONCURRENCY = 32
-PHASE_TIMEOUT = 40.0
-"""Seconds each traffic phase may take; the whole test stays well under a minute."""
+BUDGET = 55.0
+"""Seconds the whole test may take, server starts included; each step gets what is left."""
 
 SERVER_ARGS = ("--rate-limit", "1000000/second", "--max-in-flight", "10000")
 
@@ -84,7 +85,21 @@ def client_for(server: ServerProcess, secret: str) -> httpx.AsyncClient:
     )
 
 
-async def traffic_until_killed(server: ServerProcess, secret: str) -> dict[int, Seen]:
+class Budget:
+    """One deadline for the whole test, so a slow machine fails it instead of hanging CI."""
+
+    def __init__(self, seconds: float) -> None:
+        self._deadline = time.monotonic() + seconds
+
+    def left(self) -> float:
+        remaining = self._deadline - time.monotonic()
+        assert remaining > 0, "the crash test ran out of its time budget"
+        return remaining
+
+
+async def traffic_until_killed(
+    server: ServerProcess, secret: str, budget: Budget
+) -> dict[int, Seen]:
     """Send every create concurrently; SIGKILL the server once KILL_AFTER have answered."""
     seen: dict[int, Seen] = {}
     gate = asyncio.Semaphore(CONCURRENCY)
@@ -102,12 +117,12 @@ async def traffic_until_killed(server: ServerProcess, secret: str) -> dict[int, 
 
     async with client_for(server, secret) as client:
         await asyncio.wait_for(
-            asyncio.gather(*(one(client, i) for i in range(KEYS))), PHASE_TIMEOUT
+            asyncio.gather(*(one(client, i) for i in range(KEYS))), budget.left()
         )
     return seen
 
 
-async def retry_everything(server: ServerProcess, secret: str) -> dict[int, Seen]:
+async def retry_everything(server: ServerProcess, secret: str, budget: Budget) -> dict[int, Seen]:
     gate = asyncio.Semaphore(CONCURRENCY)
 
     async def one(client: httpx.AsyncClient, i: int) -> tuple[int, Seen]:
@@ -116,12 +131,14 @@ async def retry_everything(server: ServerProcess, secret: str) -> dict[int, Seen
 
     async with client_for(server, secret) as client:
         results = await asyncio.wait_for(
-            asyncio.gather(*(one(client, i) for i in range(KEYS))), PHASE_TIMEOUT
+            asyncio.gather(*(one(client, i) for i in range(KEYS))), budget.left()
         )
     return dict(results)
 
 
-async def accounts_by_reference(server: ServerProcess, secret: str) -> dict[int, list[str]]:
+async def accounts_by_reference(
+    server: ServerProcess, secret: str, budget: Budget
+) -> dict[int, list[str]]:
     """For each reference id, the ids of the accounts the API lists under it."""
     gate = asyncio.Semaphore(CONCURRENCY)
 
@@ -135,13 +152,14 @@ async def accounts_by_reference(server: ServerProcess, secret: str) -> dict[int,
 
     async with client_for(server, secret) as client:
         results = await asyncio.wait_for(
-            asyncio.gather(*(one(client, i) for i in range(KEYS))), PHASE_TIMEOUT
+            asyncio.gather(*(one(client, i) for i in range(KEYS))), budget.left()
         )
     return dict(results)
 
 
 async def test_sigkill_mid_traffic_then_retry_every_key(tmp_path: Path) -> None:
     """Before the crash: answers are durable. After it: one account per key, replays exact."""
+    budget = Budget(BUDGET)
     db_path = tmp_path / "crash.db"
     db_url = f"sqlite:///{db_path}"
     created = run_cli("keys", "create", "--org", "crash", "--database", db_url, cwd=tmp_path)
@@ -150,8 +168,8 @@ async def test_sigkill_mid_traffic_then_retry_every_key(tmp_path: Path) -> None:
 
     first = start_server([*SERVER_ARGS, "--database", db_url], cwd=tmp_path)
     try:
-        first.wait_healthy()
-        before = await traffic_until_killed(first, secret)
+        first.wait_healthy(timeout=min(30, budget.left()))
+        before = await traffic_until_killed(first, secret, budget)
     finally:
         first.kill()
     assert first.process.returncode == -signal.SIGKILL
@@ -161,9 +179,9 @@ async def test_sigkill_mid_traffic_then_retry_every_key(tmp_path: Path) -> None:
 
     second = start_server([*SERVER_ARGS, "--database", db_url], cwd=tmp_path)
     try:
-        second.wait_healthy()
-        after = await retry_everything(second, secret)
-        listed = await accounts_by_reference(second, secret)
+        second.wait_healthy(timeout=min(30, budget.left()))
+        after = await retry_everything(second, secret, budget)
+        listed = await accounts_by_reference(second, secret, budget)
     finally:
         second.stop()
 
