@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from retrysafe import config, log_config
@@ -344,6 +345,8 @@ def _run_with_database(url: str, work: Callable[[Database], Awaitable[T]]) -> T:
     async def run() -> T:
         from retrysafe.database.migrate import upgrade
 
+        if not url.startswith("sqlite"):
+            await _create_postgres_database_if_missing(url)
         db = Database(url)
         try:
             await upgrade(db)
@@ -358,6 +361,36 @@ def _run_with_database(url: str, work: Callable[[Database], Awaitable[T]]) -> T:
         raise BadInput(str(exc)) from None
     except (DatabaseUnavailable, SQLAlchemyError, OSError) as exc:
         raise CliError(f"cannot use the database {display_url(url)}: {_reason(exc)}") from None
+
+
+async def _create_postgres_database_if_missing(url: str) -> None:
+    """``CREATE DATABASE`` when the server answers but the database is not there yet.
+
+    SPEC §5 has every command create its database when it is new; SQLite does that
+    by opening the file, PostgreSQL needs the statement on a maintenance database.
+    """
+    import asyncpg
+
+    target = make_url(url).set(drivername="postgresql")
+    try:
+        try:
+            conn = await asyncpg.connect(target.render_as_string(hide_password=False))
+        except asyncpg.InvalidCatalogNameError:
+            pass
+        else:
+            await conn.close()
+            return
+        maintenance = target.set(database="postgres").render_as_string(hide_password=False)
+        conn = await asyncpg.connect(maintenance)
+        try:
+            name = str(target.database).replace('"', '""')
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        except asyncpg.DuplicateDatabaseError:
+            pass  # another process created it between our two connections
+        finally:
+            await conn.close()
+    except asyncpg.PostgresError as exc:
+        raise DatabaseUnavailable(str(exc)) from exc
 
 
 def _reason(exc: BaseException) -> str:
