@@ -174,8 +174,9 @@ def serve(
         "server_header": False,
     }
     plural = "es" if workers > 1 else ""
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 needs brackets
     typer.echo(
-        f"retrysafe: serving http://{host}:{port} from {display_url(settings.database_url)} "
+        f"retrysafe: serving http://{authority} from {display_url(settings.database_url)} "
         f"with {workers} process{plural}",
         err=True,
     )
