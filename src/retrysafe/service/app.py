@@ -108,7 +108,7 @@ def create_api(
     reader = BodyReader(max_json_depth=settings.max_json_depth)
     app.include_router(accounts_router(db, reader), prefix=API_PREFIX)
     app.include_router(inquiries_router(db, reader), prefix=API_PREFIX)
-    app.include_router(documents_router(db, settings), prefix=API_PREFIX)
+    app.include_router(documents_router(db, settings.document_dir), prefix=API_PREFIX)
 
     @app.get(
         "/health",

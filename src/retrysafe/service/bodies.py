@@ -84,12 +84,10 @@ class MultipartReader:
         open_file: OpenFile | None = None,
         max_field_size: int = 64 * 1024,
         max_parts: int = 64,
-        max_size: int | None = None,
     ) -> None:
         self._open_file = open_file
         self._max_field_size = max_field_size
         self._max_parts = max_parts
-        self._max_size = max_size
         self._fields: list[tuple[str, str]] = []
         self._part = _Part()
         self._parts = 0
@@ -114,15 +112,8 @@ class MultipartReader:
                     "on_part_end": self._on_part_end,
                 },
             )
-            received = 0
+            # The body-limit layer bounds the total size (413) as the chunks arrive.
             async for chunk in request.stream():
-                received += len(chunk)
-                if self._max_size is not None and received > self._max_size:
-                    raise ApiError(
-                        413,
-                        "payload_too_large",
-                        f"The request body exceeds the limit of {self._max_size} bytes.",
-                    )
                 parser.write(chunk)
                 await self._flush()
             parser.finalize()

@@ -30,7 +30,6 @@ from retrysafe.service.bodies import (
 from retrysafe.service.scopes import require_scope
 from retrysafe.service.serialization import Resource, created, resource, single, timestamp
 from retrysafe.service.validation import Field, check_value
-from retrysafe.settings import Settings
 
 FILE_PART = "file"
 _KIND_FIELDS = ("kind", "data[attributes][kind]")
@@ -120,10 +119,9 @@ class DocumentUpload:
         os.replace(self._partial, self.path)
 
 
-def documents_router(db: Database, settings: Settings) -> APIRouter:
-    """The document endpoints; contents live under ``settings.document_dir``."""
+def documents_router(db: Database, directory: Path) -> APIRouter:
+    """The document endpoints; contents live under ``directory`` (``--document-dir``)."""
     router = APIRouter(tags=["documents"])
-    directory = settings.document_dir
     document_path_id = openapi.path_parameter("document_id", "A document id (doc_…).")
 
     @router.post(
@@ -173,8 +171,7 @@ def documents_router(db: Database, settings: Settings) -> APIRouter:
             return upload
 
         try:
-            reader = MultipartReader(open_file=open_file, max_size=settings.max_upload)
-            fields = await reader.read(request)
+            fields = await MultipartReader(open_file=open_file).read(request)
             kind = _kind(fields, upload)
             await upload.finish()
             row = {
