@@ -15,8 +15,6 @@ _RANDOM_CHARS = 16  # 80 bits
 _RANDOM_BITS = 5 * _RANDOM_CHARS
 _BODY = re.compile(f"[{_ALPHABET}]{{{_TIME_CHARS + _RANDOM_CHARS}}}")
 
-PREFIXES = ("org", "act", "inq", "doc")
-
 
 def _encode(value: int, width: int) -> str:
     chars = []

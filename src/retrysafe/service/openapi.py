@@ -101,13 +101,13 @@ def _form_request(attributes: Mapping[str, Schema]) -> Schema:
     return {
         "type": "object",
         "properties": {
-            f"data[attributes][{name}]": {"type": "string", **_strip_null(schema)}
+            f"data[attributes][{name}]": {"type": "string", **_without_type(schema)}
             for name, schema in attributes.items()
         },
     }
 
 
-def _strip_null(schema: Schema) -> Schema:
+def _without_type(schema: Schema) -> Schema:
     return {k: v for k, v in schema.items() if k != "type"}
 
 
