@@ -87,13 +87,18 @@ def test_unparseable_bodies_compare_as_bytes() -> None:
 
 
 @given(
-    st.dictionaries(st.text(min_size=1, max_size=8), st.text(max_size=20), min_size=1, max_size=5),
+    st.dictionaries(
+        st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=8),
+        st.text(max_size=20),
+        min_size=1,
+        max_size=5,
+    ),
     st.integers(min_value=1, max_value=64),
 )
 def test_chunking_never_changes_the_fingerprint(fields: dict[str, str], chunk: int) -> None:
     # Names and values a form encoder would have escaped are outside this property.
     attributes = {
-        "".join(c for c in k if c not in '[]"\r\n'): v.replace("\r", "").replace("\n", "")
+        "".join(c for c in k if c not in '[]"\\'): v.replace("\r", "").replace("\n", "")
         for k, v in fields.items()
     }
     attributes.pop("", None)

@@ -11,12 +11,15 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from functools import partial
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from retrysafe.database import sqlite_driver
 
 _ambient: ContextVar[AsyncConnection | None] = ContextVar("retrysafe_ambient_tx", default=None)
 
@@ -37,23 +40,12 @@ def async_url(url: str) -> str:
     return url
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # isolation_level=None hands transaction control to our "begin" hook below:
-    # pysqlite's own implicit BEGIN would start writes as DEFERRED and invite
-    # SQLITE_BUSY upgrades between processes.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
 def _sqlite_begin(conn: Connection) -> None:
-    # Writers take the write lock up front so a transaction never fails half-way on upgrade.
-    immediate = conn.get_execution_options().get(_IMMEDIATE, False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    # Writers take the write lock up front so a transaction never fails half-way on
+    # upgrade. Readers begin nothing: in autocommit mode each SELECT is its own
+    # consistent snapshot, and skipping BEGIN saves a trip to the driver's thread.
+    if conn.get_execution_options().get(_IMMEDIATE, False):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class Database:
@@ -63,7 +55,10 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite}
-        if not self.is_sqlite:
+        if self.is_sqlite:
+            path = url.split("///", 1)[1] if "///" in url else ":memory:"
+            kwargs["async_creator"] = partial(sqlite_driver.connect, path)
+        else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size)
         self.engine: AsyncEngine = create_async_engine(async_url(url), **kwargs)
         # SQLite has one writer per file; queueing writers in-process on a lock is far
@@ -71,7 +66,6 @@ class Database:
         # sharing the file still wait through busy_timeout.
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
 
     async def dispose(self) -> None:

@@ -92,9 +92,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("expires_at", sa.Float, nullable=False),
     )
-    op.create_index(
-        "ix_idempotency_records_expires_at", "idempotency_records", ["expires_at"]
-    )
+    op.create_index("ix_idempotency_records_expires_at", "idempotency_records", ["expires_at"])
 
 
 def downgrade() -> None:

@@ -1,0 +1,112 @@
+"""An aiosqlite connection that crosses to its thread once per statement, not four times.
+
+SQLAlchemy's aiosqlite adapter opens a cursor, executes, fetches and closes it
+as four separate hops to the connection's thread. Under load each hop waits for
+the event loop to come round again, and the hops of a write transaction happen
+while SQLite's single write lock is held, so they set the throughput of every
+write. Here a statement is one hop (execute and fetch together), cursor creation
+and close are free, and COMMIT/ROLLBACK outside a transaction cost nothing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from functools import partial
+from typing import Any
+
+import aiosqlite
+
+PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA busy_timeout=10000",
+    "PRAGMA foreign_keys=ON",
+)
+
+
+def _open(path: str) -> sqlite3.Connection:
+    # isolation_level=None: transactions are begun explicitly by Database (BEGIN or
+    # BEGIN IMMEDIATE); pysqlite's implicit BEGIN would start writes DEFERRED.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    for pragma in PRAGMAS:
+        conn.execute(pragma)
+    return conn
+
+
+async def connect(path: str) -> OneHopConnection:
+    return await OneHopConnection(partial(_open, path), 64)
+
+
+class OneHopConnection(aiosqlite.Connection):
+    def cursor(self) -> OneHopCursor:  # type: ignore[override]
+        return OneHopCursor(self)
+
+    async def commit(self) -> None:
+        if self._conn.in_transaction:
+            await self._execute(self._conn.commit)
+
+    async def rollback(self) -> None:
+        if self._conn.in_transaction:
+            await self._execute(self._conn.rollback)
+
+
+class OneHopCursor:
+    """The slice of the DB-API cursor SQLAlchemy's async adapter uses."""
+
+    arraysize = 1
+
+    def __init__(self, connection: OneHopConnection) -> None:
+        self._connection = connection
+        self.description: Any = None
+        self.rowcount = -1
+        self.lastrowid: int | None = None
+        self._rows: list[Any] = []
+
+    async def __aenter__(self) -> OneHopCursor:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def _run(self, sql: str, parameters: Iterable[Any]) -> None:
+        cursor = self._connection._conn.execute(sql, tuple(parameters))
+        try:
+            self.description = cursor.description
+            self._rows = cursor.fetchall() if cursor.description else []
+            self.rowcount = cursor.rowcount
+            self.lastrowid = cursor.lastrowid
+        finally:
+            cursor.close()
+
+    def _run_many(self, sql: str, seq: Iterable[Iterable[Any]]) -> None:
+        cursor = self._connection._conn.executemany(sql, [tuple(p) for p in seq])
+        try:
+            self.description = None
+            self._rows = []
+            self.rowcount = cursor.rowcount
+        finally:
+            cursor.close()
+
+    async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> OneHopCursor:
+        await self._connection._execute(self._run, sql, parameters or ())
+        return self
+
+    async def executemany(self, sql: str, seq: Iterable[Iterable[Any]]) -> OneHopCursor:
+        await self._connection._execute(self._run_many, sql, seq)
+        return self
+
+    async def fetchall(self) -> Sequence[Any]:
+        rows, self._rows = self._rows, []
+        return rows
+
+    async def fetchone(self) -> Any:
+        return self._rows.pop(0) if self._rows else None
+
+    async def fetchmany(self, size: int | None = None) -> Sequence[Any]:
+        count = size or self.arraysize
+        rows, self._rows = self._rows[:count], self._rows[count:]
+        return rows
+
+    async def close(self) -> None:
+        self._rows = []
