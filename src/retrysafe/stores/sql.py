@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, text, update
+from sqlalchemy import and_, bindparam, delete, literal_column, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -29,6 +29,73 @@ from retrysafe.idempotency.records import (
 
 _IN_PROGRESS = RecordStatus.IN_PROGRESS.value
 _COMPLETED = RecordStatus.COMPLETED.value
+_THIS_RECORD = and_(
+    records.c.organization_id == bindparam("org"), records.c.key == bindparam("p_key")
+)
+# Bind parameters are named p_<column>: SQLAlchemy reserves bare column names.
+_RESPONSE_COLUMNS = (
+    "response_status",
+    "response_content_type",
+    "response_location",
+    "response_body",
+)
+# Statements are built once: constructing and cache-keying a Core statement per
+# request costs more CPU than executing it.
+_LOAD = select(records).where(_THIS_RECORD)
+_TAKE_OVER = (
+    update(records)
+    .where(_THIS_RECORD)
+    .values(locked_until=None, lock_token=None, status=_IN_PROGRESS)
+)
+_COMPLETE = (
+    update(records)
+    .where(_THIS_RECORD)
+    .values(status=_COMPLETED, **{name: bindparam("p_" + name) for name in _RESPONSE_COLUMNS})
+)
+_PURGE = delete(records).where(
+    records.c.expires_at <= bindparam("now"),
+    or_(records.c.locked_until.is_(None), records.c.locked_until <= bindparam("now")),
+)
+_PG_TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(hashtextextended(:lock, 0))")
+
+
+def _claim_statement(insert: Any) -> Any:
+    """Claim a key, overwriting an expired record in the same statement (the key is new again)."""
+    fresh: dict[str, Any] = {
+        "fingerprint": bindparam("p_fingerprint"),
+        "status": _IN_PROGRESS,
+        "created_at": bindparam("now"),
+        "expires_at": bindparam("p_expires_at"),
+        "locked_until": None,
+        "lock_token": None,
+        "recovery_point": None,
+        **{name: None for name in _RESPONSE_COLUMNS},
+    }
+    statement = insert(records).values(
+        organization_id=bindparam("org"), key=bindparam("p_key"), **fresh
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[records.c.organization_id, records.c.key],
+        set_=fresh,
+        where=records.c.expires_at <= bindparam("now"),
+    ).returning(literal_column("1"))
+
+
+def _record_statement(insert: Any) -> Any:
+    """Insert a finished record outright (after the handler's writes were rolled back)."""
+    return (
+        insert(records)
+        .values(
+            organization_id=bindparam("org"),
+            key=bindparam("p_key"),
+            fingerprint=bindparam("p_fingerprint"),
+            status=_COMPLETED,
+            created_at=bindparam("now"),
+            expires_at=bindparam("p_expires_at"),
+            **{name: bindparam("p_" + name) for name in _RESPONSE_COLUMNS},
+        )
+        .on_conflict_do_nothing()
+    )
 
 
 class SqlIdempotencyStore:
@@ -36,7 +103,9 @@ class SqlIdempotencyStore:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._insert: Any = sqlite.insert if db.is_sqlite else postgresql.insert
+        insert = sqlite.insert if db.is_sqlite else postgresql.insert
+        self._claim_sql = _claim_statement(insert)
+        self._record_sql = _record_statement(insert)
         # Keys being executed by this process. A second request with one of them is
         # answered 409 at once instead of queueing behind the first one's
         # transaction. Correctness never depends on this set: across processes the
@@ -64,109 +133,54 @@ class SqlIdempotencyStore:
     async def _claim(
         self, conn: AsyncConnection, key: RecordKey, fingerprint: str, now: float, ttl: float
     ) -> Decision:
+        ids = {"org": key.organization_id, "p_key": key.key}
         if not self._db.is_sqlite:
             # Another process may hold an uncommitted claim on this key; its row is
             # invisible to us and INSERT would block on it. The advisory lock makes
             # that visible at once, so the answer is 409 rather than a wait.
-            locked = await conn.scalar(
-                text("SELECT pg_try_advisory_xact_lock(hashtextextended(:k, 0))"),
-                {"k": f"{key.organization_id}\x1f{key.key}"},
-            )
-            if not locked:
+            lock = f"{key.organization_id}\x1f{key.key}"
+            if not await conn.scalar(_PG_TRY_LOCK, {"lock": lock}):
                 return InFlight(retry_after=1)
-        fresh = {
-            "fingerprint": fingerprint,
-            "status": _IN_PROGRESS,
-            "created_at": now,
-            "expires_at": now + ttl,
-            "locked_until": None,
-            "lock_token": None,
-            "recovery_point": None,
-            "response_status": None,
-            "response_content_type": None,
-            "response_location": None,
-            "response_body": None,
-        }
-        statement = self._insert(records).values(
-            organization_id=key.organization_id, key=key.key, **fresh
-        )
-        # An expired record is overwritten in the same statement: the key is new again.
-        statement = statement.on_conflict_do_update(
-            index_elements=[records.c.organization_id, records.c.key],
-            set_=fresh,
-            where=records.c.expires_at <= now,
-        ).returning(records.c.key)
-        if (await conn.execute(statement)).first() is not None:
-            return Execute(_SqlAttempt(conn, key, fingerprint, now, now + ttl, self._insert))
+        params = {**ids, "p_fingerprint": fingerprint, "now": now, "p_expires_at": now + ttl}
+        if (await conn.execute(self._claim_sql, params)).first() is not None:
+            return Execute(_SqlAttempt(self, conn, params))
         existing = await _load(conn, key)
         verdict = judge(existing, fingerprint, now)
         if isinstance(verdict, TakeOver):
-            await conn.execute(
-                update(records)
-                .where(_match(key))
-                .values(locked_until=None, lock_token=None, status=_IN_PROGRESS)
-            )
-            return Execute(
-                _SqlAttempt(conn, key, fingerprint, now, existing.expires_at, self._insert)
-            )
+            await conn.execute(_TAKE_OVER, ids)
+            return Execute(_SqlAttempt(self, conn, {**params, "p_expires_at": existing.expires_at}))
         return verdict
 
     async def purge_expired(self, now: float) -> int:
         async with self._db.write() as conn:
-            result = await conn.execute(
-                delete(records).where(
-                    records.c.expires_at <= now,
-                    or_(records.c.locked_until.is_(None), records.c.locked_until <= now),
-                )
-            )
-            return int(result.rowcount)
+            return int((await conn.execute(_PURGE, {"now": now})).rowcount)
 
 
 class _SqlAttempt:
     def __init__(
-        self,
-        conn: AsyncConnection,
-        key: RecordKey,
-        fingerprint: str,
-        created_at: float,
-        expires_at: float,
-        insert: Any,
+        self, store: SqlIdempotencyStore, conn: AsyncConnection, params: dict[str, Any]
     ) -> None:
+        self._store = store
         self._conn = conn
-        self._key = key
-        self._fingerprint = fingerprint
-        self._created_at = created_at
-        self._expires_at = expires_at
-        self._insert = insert
+        self._params = params
 
     async def complete(self, response: StoredResponse) -> None:
         stored = {
-            "status": _COMPLETED,
-            "response_status": response.status,
-            "response_content_type": response.content_type,
-            "response_location": response.location,
-            "response_body": response.body,
+            **self._params,
+            "p_response_status": response.status,
+            "p_response_content_type": response.content_type,
+            "p_response_location": response.location,
+            "p_response_body": response.body,
         }
+        db = self._store._db
         try:
             if response.status < 400:
-                await self._conn.execute(update(records).where(_match(self._key)).values(stored))
-            else:
-                # An error answer keeps none of the handler's writes, only the record.
-                await self._conn.rollback()
-                await self._conn.begin()
-                await self._conn.execute(
-                    self._insert(records)
-                    .values(
-                        organization_id=self._key.organization_id,
-                        key=self._key.key,
-                        fingerprint=self._fingerprint,
-                        created_at=self._created_at,
-                        expires_at=self._expires_at,
-                        **stored,
-                    )
-                    .on_conflict_do_nothing()
-                )
-            await self._conn.commit()
+                await db.execute_and_commit(self._conn, _COMPLETE, stored)
+                return
+            # An error answer keeps none of the handler's writes, only the record.
+            await self._conn.rollback()
+            await self._conn.begin()
+            await db.execute_and_commit(self._conn, self._store._record_sql, stored)
         except OperationalError as exc:
             raise DatabaseUnavailable(str(exc)) from exc
 
@@ -174,12 +188,8 @@ class _SqlAttempt:
         await self._conn.rollback()
 
 
-def _match(key: RecordKey) -> Any:
-    return and_(records.c.organization_id == key.organization_id, records.c.key == key.key)
-
-
 async def _load(conn: AsyncConnection, key: RecordKey) -> IdempotencyRecord:
-    row = (await conn.execute(select(records).where(_match(key)))).one()
+    row = (await conn.execute(_LOAD, {"org": key.organization_id, "p_key": key.key})).one()
     response = None
     if row.response_status is not None:
         response = StoredResponse(
