@@ -17,7 +17,8 @@ Resource = dict[str, Any]
 
 def timestamp() -> str:
     """Now, in UTC, as the RFC 3339 text stored in ``*_at`` columns (sorts as time does)."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is several times cheaper than strftime, and this runs on every write.
+    return datetime.now(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def resource(type_: str, id_: str, attributes: Mapping[str, Any]) -> Resource:
