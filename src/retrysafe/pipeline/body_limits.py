@@ -115,8 +115,23 @@ class BodyLimitLayer:
                     raise PayloadTooLarge(limit, kind)
             return message
 
+        async def send_without_limiter_headers(message: Message) -> None:
+            # A handler that reads the body itself renders the 413 below the rate
+            # limiter, which stamps its headers on it; strip them so the 413 reads
+            # as this layer's answer either way (SPEC §2).
+            if received > limit and message["type"] == "http.response.start":
+                message = {
+                    **message,
+                    "headers": [
+                        (name, value)
+                        for name, value in message.get("headers", [])
+                        if not name.startswith(b"ratelimit")
+                    ],
+                }
+            await send(message)
+
         try:
-            await self.app(scope, limited_receive, send)
+            await self.app(scope, limited_receive, send_without_limiter_headers)
         except PayloadTooLarge:
             # The rate limiter below has counted this request by now, but a 413 is an
             # answer of this layer, above the limiter: like the Content-Length 413 it
