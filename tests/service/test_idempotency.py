@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-
 from tests.conftest import LiveServer
 
 from .api_calls import body, create_account, envelope, form
