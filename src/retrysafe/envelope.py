@@ -107,6 +107,16 @@ def internal_error(request_id: str) -> ApiError:
     )
 
 
+def database_unavailable() -> ApiError:
+    """The 503 for an unreachable store: the request did not run, so retrying is safe."""
+    return ApiError(
+        503,
+        "service_unavailable",
+        "The database is unreachable; the request did not run. Retry it shortly.",
+        headers={"Retry-After": "1"},
+    )
+
+
 async def send_error(
     send: Send, error: ApiError, extra_headers: Iterable[tuple[bytes, bytes]] = ()
 ) -> None:

@@ -14,7 +14,7 @@ record transaction holds the write lock for three hops instead of five.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
 
@@ -38,7 +38,9 @@ def _open(path: str) -> sqlite3.Connection:
 
 
 async def connect(path: str) -> OneHopConnection:
-    return await OneHopConnection(partial(_open, path), 64)
+    connection = OneHopConnection(partial(_open, path), 64)
+    await connection  # starts the connection's thread and opens the file there
+    return connection
 
 
 class OneHopConnection(aiosqlite.Connection):
@@ -47,6 +49,10 @@ class OneHopConnection(aiosqlite.Connection):
 
     def cursor(self) -> OneHopCursor:  # type: ignore[override]
         return OneHopCursor(self)
+
+    async def hop(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run ``function`` on the connection's thread (aiosqlite leaves this untyped)."""
+        return await self._execute(function, *args)  # type: ignore[no-untyped-call]
 
     def begin_immediate(self) -> None:
         """Start a write transaction with the next statement (no hop of its own)."""
@@ -71,12 +77,12 @@ class OneHopConnection(aiosqlite.Connection):
     async def commit(self) -> None:
         self._begin_pending = False
         if self._conn.in_transaction:
-            await self._execute(self._conn.commit)
+            await self.hop(self._conn.commit)
 
     async def rollback(self) -> None:
         self._begin_pending = self._commit_pending = False
         if self._conn.in_transaction:
-            await self._execute(self._conn.rollback)
+            await self.hop(self._conn.rollback)
 
 
 class OneHopCursor:
@@ -121,11 +127,11 @@ class OneHopCursor:
         self._connection._epilogue()
 
     async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> OneHopCursor:
-        await self._connection._execute(self._run, sql, parameters or ())
+        await self._connection.hop(self._run, sql, parameters or ())
         return self
 
     async def executemany(self, sql: str, seq: Iterable[Iterable[Any]]) -> OneHopCursor:
-        await self._connection._execute(self._run_many, sql, seq)
+        await self._connection.hop(self._run_many, sql, seq)
         return self
 
     async def fetchall(self) -> Sequence[Any]:

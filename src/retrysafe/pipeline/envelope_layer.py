@@ -9,7 +9,7 @@ import structlog
 
 from retrysafe.asgi import ASGIApp, Message, Receive, Scope, Send, state
 from retrysafe.database.engine import DatabaseUnavailable
-from retrysafe.envelope import ApiError, internal_error, send_error
+from retrysafe.envelope import ApiError, database_unavailable, internal_error, send_error
 from retrysafe.pipeline.principal import REQUEST_ID_STATE_KEY
 
 __all__ = ["ERROR_HEADERS_STATE_KEY", "REQUEST_ID_HEADER", "ErrorEnvelopeLayer", "new_request_id"]
@@ -91,12 +91,7 @@ def _error_for(exc: Exception, request_id: str, scope: Scope) -> ApiError:
             path=scope.get("path"),
             error=str(exc),
         )
-        return ApiError(
-            503,
-            "service_unavailable",
-            "The database is unreachable; the request did not run. Retry it shortly.",
-            headers={"Retry-After": "1"},
-        )
+        return database_unavailable()
     _logger.error(
         "unhandled exception",
         request_id=request_id,

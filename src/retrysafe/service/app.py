@@ -20,7 +20,13 @@ from starlette.routing import Match
 
 from retrysafe.asgi import ASGIApp
 from retrysafe.database import Database, DatabaseUnavailable
-from retrysafe.envelope import ApiError, ErrorObject, internal_error, reason_phrase
+from retrysafe.envelope import (
+    ApiError,
+    ErrorObject,
+    database_unavailable,
+    internal_error,
+    reason_phrase,
+)
 from retrysafe.idempotency.store import IdempotencyStore
 from retrysafe.pipeline import build_pipeline
 from retrysafe.pipeline.principal import request_id_of
@@ -163,14 +169,7 @@ async def _render_database_unavailable(request: Request, exc: Exception) -> Resp
     # Rendered here rather than left to the pipeline: an exception leaving FastAPI
     # would first be answered as a 500 by Starlette's ServerErrorMiddleware.
     logger.warning("database unavailable", request_id=request_id_of(request.scope), error=str(exc))
-    return _envelope(
-        ApiError(
-            503,
-            "service_unavailable",
-            "The database is unreachable; the request did not run. Retry it shortly.",
-            headers={"Retry-After": "1"},
-        )
-    )
+    return _envelope(database_unavailable())
 
 
 async def _render_validation_error(_request: Request, exc: Exception) -> Response:
