@@ -1,4 +1,4 @@
-"""Every Python example in docs/client.md runs, as written, against a live server."""
+"""Every Python example in the README (client section) runs, as written, against a live server."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from .conftest import LiveServer, subprocess_env
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "client.md"
+DOC = Path(__file__).resolve().parents[2] / "README.md"
 EXAMPLES = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
 
 

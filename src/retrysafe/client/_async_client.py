@@ -46,7 +46,7 @@ class AsyncClient:
     Every POST and PATCH carries an ``Idempotency-Key`` (a uuid4 unless you
     pass ``idempotency_key=``) that all retries of the call reuse, so a retry
     after a lost answer replays the first result instead of acting twice.
-    What is retried, and how, is the table in docs/client.md.
+    What is retried, and how, is the table in the README ("Retrying safely").
 
     Args:
         api_key: secret from ``retrysafe keys create``; default ``$RETRYSAFE_API_KEY``.

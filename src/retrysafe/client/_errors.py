@@ -230,7 +230,7 @@ class ServerError(APIStatusError):
     The server records 500/502/504 under the idempotency key, so retrying
     with the same key only replays the failure. Retrying with a new key
     (``retry_server_errors=True``) may run the write twice; it is safe only
-    when the write is grouped by ``reference_id`` (see docs/client.md).
+    when the write is grouped by ``reference_id`` (see the README, "Retrying safely").
     """
 
     indeterminate = True
