@@ -12,13 +12,14 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import ClauseElement, Executable
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from retrysafe.database import sqlite_driver
 
@@ -76,23 +77,22 @@ class Database:
     async def dispose(self) -> None:
         await self.engine.dispose()
 
+    def prepare(self, statement: Executable) -> Prepared:
+        """Compile ``statement`` once for this database; see :class:`Prepared`."""
+        return Prepared(self, statement)
+
     async def execute_and_commit(
-        self,
-        conn: AsyncConnection,
-        statement: Executable,
-        parameters: Mapping[str, Any] | None = None,
+        self, conn: AsyncConnection, statement: Prepared, parameters: Mapping[str, Any]
     ) -> None:
         """Run the transaction's last statement and commit, in one trip where the driver can.
 
         The write lock is held until the commit, so every trip saved here is
         throughput for every writer.
         """
-        if self.is_sqlite:
-            raw = await conn.get_raw_connection()
-            driver = raw.driver_connection
-            if isinstance(driver, sqlite_driver.OneHopConnection):
-                driver.commit_after_next()
-        await conn.execute(statement, parameters)
+        driver = _one_hop_driver(conn)
+        if driver is not None:
+            driver.commit_after_next()
+        await statement.rows(conn, parameters)
         await conn.commit()
 
     @staticmethod
@@ -162,6 +162,55 @@ class Database:
             yield conn
         finally:
             await conn.close()
+
+
+class Prepared:
+    """A Core statement compiled once, run with as little machinery as the driver allows.
+
+    On SQLite it goes straight to the one-hop driver: no execution context, no
+    result objects, one trip to the driver's thread. That is most of what a
+    statement costs on the hot path (about 90 µs of CPU each through SQLAlchemy's
+    execute here). On other databases it runs through SQLAlchemy as usual. Rows
+    come back as plain tuples in the statement's column order either way.
+    """
+
+    def __init__(self, db: Database, statement: Executable) -> None:
+        self.statement = statement
+        self._fast = db.is_sqlite
+        if self._fast:
+            compiled = cast(
+                SQLCompiler, cast(ClauseElement, statement).compile(dialect=db.engine.dialect)
+            )
+            self._sql = compiled.string
+            self._order = tuple(compiled.positiontup or ())
+            # Values written into the statement itself (status="completed") are
+            # bind parameters too; their values live in the compiled defaults.
+            self._defaults = dict(compiled.params)
+
+    async def rows(
+        self, conn: AsyncConnection, parameters: Mapping[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        driver = _one_hop_driver(conn) if self._fast else None
+        if driver is None:
+            result = await conn.execute(self.statement, parameters)
+            return [tuple(row) for row in result.all()] if result.returns_rows else []
+        defaults = self._defaults
+        values = [
+            parameters[name] if name in parameters else defaults[name] for name in self._order
+        ]
+        return await driver.run(self._sql, values)
+
+    async def first(
+        self, conn: AsyncConnection, parameters: Mapping[str, Any]
+    ) -> tuple[Any, ...] | None:
+        rows = await self.rows(conn, parameters)
+        return rows[0] if rows else None
+
+
+def _one_hop_driver(conn: AsyncConnection) -> sqlite_driver.OneHopConnection | None:
+    # The connection is checked out already, so reaching its driver needs no I/O.
+    driver = conn.sync_connection.connection.driver_connection if conn.sync_connection else None
+    return driver if isinstance(driver, sqlite_driver.OneHopConnection) else None
 
 
 async def _guard(awaitable: Any) -> Any:

@@ -74,6 +74,21 @@ class OneHopConnection(aiosqlite.Connection):
             self._commit_pending = False
             self._conn.commit()
 
+    async def run(self, sql: str, parameters: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Execute ``sql`` and fetch its rows in one hop (the fast path of ``Prepared``)."""
+        rows: list[tuple[Any, ...]] = await self.hop(self._run, sql, parameters)
+        return rows
+
+    def _run(self, sql: str, parameters: Sequence[Any]) -> list[tuple[Any, ...]]:
+        self._prologue()
+        cursor = self._conn.execute(sql, parameters)
+        try:
+            rows = cursor.fetchall() if cursor.description else []
+        finally:
+            cursor.close()
+        self._epilogue()
+        return rows
+
     async def commit(self) -> None:
         self._begin_pending = False
         if self._conn.in_transaction:

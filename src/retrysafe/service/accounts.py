@@ -77,8 +77,10 @@ async def _apply_update(
 def accounts_router(db: Database, reader: BodyReader) -> APIRouter:
     """The account endpoints over ``db``; statements are built once, here."""
     router = APIRouter(prefix="/accounts", tags=["accounts"])
-    insert = insert_unless_conflict(
-        db, accounts, (accounts.c.organization_id, accounts.c.reference_id), accounts.c.id
+    insert = db.prepare(
+        insert_unless_conflict(
+            db, accounts, (accounts.c.organization_id, accounts.c.reference_id), accounts.c.id
+        )
     )
     path_id = openapi.path_parameter("account_id", "An account id (act_…).")
 
@@ -109,7 +111,7 @@ def accounts_router(db: Database, reader: BodyReader) -> APIRouter:
             "updated_at": now,
         }
         async with db.write() as conn:
-            inserted = (await conn.execute(insert, row)).first()
+            inserted = await insert.first(conn, row)
         if inserted is None:
             raise duplicate(values.get("reference_id"))
         return created(account_resource(row), "accounts")

@@ -34,6 +34,7 @@ class DatabaseAuthenticator:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._active_key = db.prepare(_ACTIVE_KEY)
 
     async def __call__(self, presented: str) -> Principal | None:
         parts = split_presented(presented)
@@ -41,8 +42,11 @@ class DatabaseAuthenticator:
             return None
         key_id, secret = parts
         async with self._db.read() as conn:
-            row = (await conn.execute(_ACTIVE_KEY, {"key_id": key_id})).first()
-        # Constant-time comparison of hashes: timing reveals nothing about the secret.
-        if row is None or not secret_matches(secret, row.secret_hash):
+            row = await self._active_key.first(conn, {"key_id": key_id})
+        if row is None:
             return None
-        return Principal(row.organization_id, key_id, _scopes(row.scopes))
+        organization_id, secret_hash, scopes = row
+        # Constant-time comparison of hashes: timing reveals nothing about the secret.
+        if not secret_matches(secret, secret_hash):
+            return None
+        return Principal(organization_id, key_id, _scopes(scopes))

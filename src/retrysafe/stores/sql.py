@@ -104,8 +104,9 @@ class SqlIdempotencyStore:
     def __init__(self, db: Database) -> None:
         self._db = db
         insert = sqlite.insert if db.is_sqlite else postgresql.insert
-        self._claim_sql = _claim_statement(insert)
-        self._record_sql = _record_statement(insert)
+        self._claim_sql = db.prepare(_claim_statement(insert))
+        self._complete_sql = db.prepare(_COMPLETE)
+        self._record_sql = db.prepare(_record_statement(insert))
         # Keys being executed by this process. A second request with one of them is
         # answered 409 at once instead of queueing behind the first one's
         # transaction. Correctness never depends on this set: across processes the
@@ -142,7 +143,7 @@ class SqlIdempotencyStore:
             if not await conn.scalar(_PG_TRY_LOCK, {"lock": lock}):
                 return InFlight(retry_after=1)
         params = {**ids, "p_fingerprint": fingerprint, "now": now, "p_expires_at": now + ttl}
-        if (await conn.execute(self._claim_sql, params)).first() is not None:
+        if await self._claim_sql.first(conn, params) is not None:
             return Execute(_SqlAttempt(self, conn, params))
         existing = await _load(conn, key)
         verdict = judge(existing, fingerprint, now)
@@ -175,7 +176,7 @@ class _SqlAttempt:
         db = self._store._db
         try:
             if response.status < 400:
-                await db.execute_and_commit(self._conn, _COMPLETE, stored)
+                await db.execute_and_commit(self._conn, self._store._complete_sql, stored)
                 return
             # An error answer keeps none of the handler's writes, only the record.
             await self._conn.rollback()
