@@ -18,7 +18,7 @@ from retrysafe.stores.sql import SqlIdempotencyStore
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-async def _postgres_reachable() -> bool:
+async def postgres_reachable() -> bool:
     try:
         import asyncpg
 
@@ -33,7 +33,7 @@ async def _postgres_reachable() -> bool:
 
 async def fresh_postgres_url() -> str:
     """A new, empty database on the local PostgreSQL, or a skip saying none is there."""
-    if not await _postgres_reachable():
+    if not await postgres_reachable():
         pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
     import asyncpg
 
