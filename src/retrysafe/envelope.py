@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 
 from retrysafe.asgi import Send
@@ -81,8 +81,10 @@ class FieldErrors:
         if not self.errors:
             return
         status = 400 if any(e.status == 400 for e in self.errors) else 422
-        first = self.errors[0]
-        raise ApiError(status, first.code, first.details, errors=self.errors)
+        # Every object speaks for the response it is in: its status and title are the
+        # response's, so a client reading errors[0].status reads the HTTP status.
+        errors = [replace(e, status=status) for e in self.errors]
+        raise ApiError(status, errors[0].code, errors[0].details, errors=errors)
 
 
 def reason_phrase(status: int) -> str:

@@ -51,6 +51,7 @@ def envelope(
     errors: list[dict[str, Any]] = response.json()["errors"]
     assert errors
     for error in errors:
+        assert error["status"] == str(status)
         assert error["title"] == HTTPStatus(int(error["status"])).phrase
         assert error["details"]
         assert error["code"]

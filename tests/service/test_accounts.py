@@ -71,7 +71,7 @@ def test_reference_ids_are_unique_per_organization_only(server, http: httpx.Clie
 def test_all_field_errors_are_reported_at_once_as_400_when_one_is_about_shape(
     http: httpx.Client,
 ) -> None:
-    """Wrong types (400) and bad values (422) arrive together; the status is 400."""
+    """Wrong types and bad values arrive together; the status, on every object, is 400."""
     tomorrow = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)).isoformat()
     response = http.post(
         "/accounts",
@@ -88,9 +88,9 @@ def test_all_field_errors_are_reported_at_once_as_400_when_one_is_about_shape(
     assert by_pointer(errors) == {
         "/data/attributes/name_first": ("400", "invalid_type"),
         "/data/attributes/name_last": ("400", "invalid_type"),
-        "/data/attributes/email_address": ("422", "invalid_value"),
-        "/data/attributes/birthdate": ("422", "invalid_value"),
-        "/data/attributes/reference_id": ("422", "invalid_value"),
+        "/data/attributes/email_address": ("400", "invalid_value"),
+        "/data/attributes/birthdate": ("400", "invalid_value"),
+        "/data/attributes/reference_id": ("400", "invalid_value"),
         "/data/attributes/nickname": ("400", "unknown_parameter"),
     }
     by_field = {e["source"]["pointer"]: e["details"] for e in errors}
@@ -182,7 +182,7 @@ def test_multipart_errors_point_at_the_field(http: httpx.Client) -> None:
     }
     errors = envelope(http.post("/accounts", files=files), 400)
     assert by_pointer(errors) == {
-        "/data/attributes/birthdate": ("422", "invalid_value"),
+        "/data/attributes/birthdate": ("400", "invalid_value"),
         "/data/attributes/middle": ("400", "unknown_parameter"),
         "/stray": ("400", "unknown_parameter"),
     }

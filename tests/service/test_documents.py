@@ -101,7 +101,7 @@ def test_form_problems_are_reported_together_and_leave_nothing(
     response = upload(http, inquiry_id, b"data", kind="k" * 65, colour="blue")
     errors = envelope(response, 400)
     assert by_pointer(errors) == {
-        "/kind": ("422", "invalid_value"),
+        "/kind": ("400", "invalid_value"),
         "/colour": ("400", "unknown_parameter"),
     }
     assert stored_files(server) == []
