@@ -95,11 +95,6 @@ class Database:
         await statement.rows(conn, parameters)
         await conn.commit()
 
-    @staticmethod
-    def ambient() -> AsyncConnection | None:
-        """The transaction the idempotency layer opened for this request, if any."""
-        return _ambient.get()
-
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A connection for reads; inside an ambient transaction, that transaction."""

@@ -1,4 +1,8 @@
-"""The one interface every idempotency store implements (memory, SQL, later Redis)."""
+"""The one interface every idempotency store implements (memory, SQL, later Redis).
+
+A store that cannot reach its backend raises ``DatabaseUnavailable``: the request
+did not run and nothing was recorded, so the pipeline answers 503.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,6 @@ from typing import Protocol
 
 from retrysafe.idempotency.decisions import Decision
 from retrysafe.idempotency.records import RecordKey
-
-
-class StoreUnavailable(Exception):
-    """The store could not be reached: nothing was recorded and the request did not run."""
 
 
 class IdempotencyStore(Protocol):

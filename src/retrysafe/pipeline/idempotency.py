@@ -15,7 +15,7 @@ from retrysafe.idempotency.decisions import Attempt, Execute, InFlight, Mismatch
 from retrysafe.idempotency.fingerprint import ParamsDigest, params_digest_for, request_fingerprint
 from retrysafe.idempotency.keys import parse_idempotency_key
 from retrysafe.idempotency.records import RecordKey, StoredResponse
-from retrysafe.idempotency.store import IdempotencyStore, StoreUnavailable
+from retrysafe.idempotency.store import IdempotencyStore
 from retrysafe.pipeline.body_spool import BodySpool
 from retrysafe.pipeline.principal import principal_of, request_id_of
 
@@ -104,14 +104,9 @@ class IdempotencyLayer:
         self, scope: Scope, receive: Receive, send: Send, key: RecordKey, fingerprint: str
     ) -> None:
         outcomes = state(scope)
-        try:
-            async with self.store.attempt(
-                key, fingerprint, now=self.clock(), ttl=self.ttl
-            ) as decision:
-                if isinstance(decision, Execute):
-                    response = await self._execute(decision.attempt, scope, receive)
-        except StoreUnavailable as exc:
-            raise DatabaseUnavailable(str(exc)) from exc
+        async with self.store.attempt(key, fingerprint, now=self.clock(), ttl=self.ttl) as decision:
+            if isinstance(decision, Execute):
+                response = await self._execute(decision.attempt, scope, receive)
         # Everything below is sent only now, after the store's context has closed:
         # an executed response has committed with its record by this point.
         if isinstance(decision, Execute):
