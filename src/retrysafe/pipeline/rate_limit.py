@@ -96,7 +96,7 @@ class RateLimiter:
 
     async def hit(self, identifier: str) -> RateLimitState:
         """Count one request for ``identifier``; 503 when the storage cannot be reached."""
-        key = self._key_prefix + identifier + self._key_suffix
+        key = self.key_for(identifier)
         try:
             count = await self.storage.incr(key, self._expiry)
             reset_at = await self.storage.get_expiry(key)
