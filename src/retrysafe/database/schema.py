@@ -97,6 +97,8 @@ idempotency_records = Table(
     Column("locked_until", Float, nullable=True),
     Column("lock_token", String(32), nullable=True),
     Column("recovery_point", String(64), nullable=True),
+    # JSON saved with the recovery point, e.g. an upstream answer a retry resumes from.
+    Column("recovery_data", Text, nullable=True),
     Column("response_status", Integer, nullable=True),
     Column("response_content_type", String(255), nullable=True),
     Column("response_location", Text, nullable=True),

@@ -8,14 +8,62 @@ from typing import Protocol
 from retrysafe.idempotency.records import IdempotencyRecord, RecordStatus, StoredResponse
 
 
+class LeaseLost(Exception):
+    """Another request took this record over after our lease expired: we must not write.
+
+    This is the fencing rule. A holder that was merely slow (not dead) learns here
+    that its work belongs to someone else now; the layer answers 409 in flight.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Resumption:
+    """What earlier holders of a record committed before they stopped.
+
+    A request that takes over a record whose holder died starts from here instead
+    of from scratch, so an effect outside the database is not repeated.
+    """
+
+    point: str | None
+    """The last recovery point committed; ``None`` when nothing was committed yet."""
+
+    data: str | None
+    """JSON text saved with that point (e.g. the upstream provider's answer)."""
+
+    external_key: str
+    """A key that is the same for every holder of this record and differs from any
+    other record's (also after expiry): the idempotency key for an upstream call."""
+
+
 class Attempt(Protocol):
     """A claimed key: the caller runs the request and then records or abandons it."""
 
+    @property
+    def resumption(self) -> Resumption:
+        """Where this request resumes; ``point`` is ``None`` for a fresh claim."""
+
+    async def checkpoint(self, point: str, data: str | None, *, now: float) -> None:
+        """Commit the handler's writes so far together with a recovery point.
+
+        From the first checkpoint on, the record is held by a lease (``locked_until``)
+        renewed by each checkpoint, and it survives a crash: a retry after the lease
+        expired takes it over and resumes from ``point``. Raises :class:`LeaseLost`
+        when another request holds the record now.
+        """
+
     async def complete(self, response: StoredResponse) -> None:
-        """Record ``response`` and make it (and the handler's writes) durable together."""
+        """Record ``response`` and make it (and the handler's writes) durable together.
+
+        Raises :class:`LeaseLost` when the record was taken over meanwhile.
+        """
 
     async def abandon(self) -> None:
-        """Record nothing: the key is free again, as if the request never arrived."""
+        """Record nothing.
+
+        Before any checkpoint the key is free again, as if the request never
+        arrived. After one, the record keeps its recovery point and its lease is
+        released, so the next retry takes it over at once and resumes.
+        """
 
 
 @dataclass(frozen=True, slots=True)

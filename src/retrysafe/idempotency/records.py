@@ -39,3 +39,6 @@ class IdempotencyRecord:
     locked_until: float | None = None
     lock_token: str | None = None
     recovery_point: str | None = None
+    recovery_data: str | None = None
+    created_at: float = 0.0
+    """When the record was first claimed; kept on take-over (it seeds ``external_key``)."""
