@@ -86,6 +86,24 @@ documents = Table(
     Column("created_at", String(32), nullable=False),
 )
 
+verifications = Table(
+    "verifications",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("organization_id", String(40), ForeignKey("organizations.id"), nullable=False),
+    Column("inquiry_id", String(40), ForeignKey("inquiries.id"), nullable=False),
+    # What was checked: "database" (name, birthdate, reference against the provider's records).
+    Column("kind", String(64), nullable=False),
+    # "passed" or "failed", as the provider answered.
+    Column("status", String(16), nullable=False),
+    # JSON list of the provider's reasons.
+    Column("reasons", Text, nullable=False),
+    # The provider's own id for the check, for support across the two systems.
+    Column("provider_reference", String(255), nullable=True),
+    Column("created_at", String(32), nullable=False),
+    Index("ix_verifications_org_inquiry", "organization_id", "inquiry_id"),
+)
+
 idempotency_records = Table(
     "idempotency_records",
     metadata,
