@@ -1,0 +1,76 @@
+"""Processes that start together on a new database all succeed: one migrates, the rest wait.
+
+A rollout starts ``retrysafe serve`` on several machines at once, and each migrates
+its database on start. Without a lock each would find the schema missing, and all
+but one would fail creating a table that exists by then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.conftest import run_sync
+from tests.support import postgres
+
+from server_process import CLI, clean_env
+
+pytestmark = pytest.mark.slow
+
+PROCESSES = 3
+TIMEOUT = 60
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def fresh_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a database with no schema yet (on PostgreSQL, created empty)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    if not run_sync(postgres.reachable):
+        pytest.skip(postgres.SKIP_REASON)
+    name = run_sync(postgres.create_database)
+    try:
+        yield postgres.url_of(name)
+    finally:
+        run_sync(lambda: postgres.drop_database(name))
+
+
+def revisions(url: str) -> list[str]:
+    """The rows of ``alembic_version``: exactly one when the schema was made once."""
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            return [row[0] for row in conn.execute("SELECT version_num FROM alembic_version")]
+
+    async def fetch() -> list[str]:
+        import asyncpg
+
+        conn = await asyncpg.connect(url)
+        try:
+            return [row[0] for row in await conn.fetch("SELECT version_num FROM alembic_version")]
+        finally:
+            await conn.close()
+
+    return asyncio.run(fetch())
+
+
+def test_migrations_started_at_once_all_succeed(tmp_path: Path, fresh_database: str) -> None:
+    """Every one of several simultaneous ``retrysafe migrate`` runs exits 0, one schema results."""
+    processes = [
+        subprocess.Popen(
+            [*CLI, "migrate", "--database", fresh_database],
+            cwd=tmp_path,
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(PROCESSES)
+    ]
+    outcomes = [(process.wait(TIMEOUT), process.communicate()[1]) for process in processes]
+    assert [code for code, _ in outcomes] == [0] * PROCESSES, outcomes
+    assert len(revisions(fresh_database)) == 1
