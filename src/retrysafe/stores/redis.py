@@ -1,0 +1,421 @@
+"""The Redis idempotency store: for apps that mount the pipeline without a database.
+
+What it guarantees, while Redis is up and answering:
+
+- **Exactly one execution per key across processes.** The claim is one Lua
+  script (claim-if-absent-or-expired, else return the record to judge), so two
+  processes can never both claim a key; every other outcome is decided by the
+  same :func:`~retrysafe.idempotency.decisions.judge` the other stores use.
+- **Fencing.** Each claim carries a fresh token; ``checkpoint``, ``complete``
+  and ``abandon`` are Lua scripts that write only while the record still holds
+  that token. A holder that was merely slow, whose lease expired and whose
+  record was taken over, gets :class:`LeaseLost` instead of overwriting the
+  new holder's record.
+- **Crash safety by lease.** A claim is held by a lease from the start (there
+  is no transaction that a crash would roll back); a retry after the lease
+  ran out takes the record over and resumes from its last recovery point.
+
+What it does **not** guarantee: the handler's own database writes are *not*
+atomic with the record. There is no transaction shared by Redis and a
+database, so a crash between a handler's commit and ``complete`` leaves the
+effect without its record, and the retry (after the lease) runs again. Use the
+SQL store when the handler writes to a database; use this one for handlers
+whose effects are idempotent themselves or keyed by the record's
+``external_key``. Redis must not evict these keys (``maxmemory-policy
+noeviction`` or ``volatile-*`` with room to spare) and should persist (AOF) if
+records must survive a Redis restart: a record Redis loses is a key that is new
+again.
+
+Expiry: every key carries a Redis TTL covering its record's expiry and lease,
+so Redis deletes records itself. Expiry is also judged against the caller's
+clock (``now``), as in the other stores; ``purge_expired`` deletes the records
+that clock says are expired before Redis's own TTL removes them (rarely any).
+
+Unreachable Redis raises :class:`DatabaseUnavailable`: the pipeline answers 503
+and nothing was recorded. Timeouts are short and retries few on purpose: a
+request should learn quickly that the store is down, not wait seconds for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from retrysafe.database.engine import DatabaseUnavailable
+from retrysafe.idempotency.decisions import (
+    Decision,
+    Execute,
+    InFlight,
+    LeaseLost,
+    Resumption,
+    TakeOver,
+    judge,
+)
+from retrysafe.idempotency.records import (
+    IdempotencyRecord,
+    RecordKey,
+    RecordStatus,
+    StoredResponse,
+)
+
+__all__ = ["DEFAULT_PREFIX", "RedisIdempotencyStore"]
+
+DEFAULT_PREFIX = "retrysafe:idem:"
+
+CONNECT_TIMEOUT = 0.5
+"""Seconds to open a connection; loopback or LAN Redis connects in well under a millisecond."""
+
+COMMAND_TIMEOUT = 2.0
+"""Seconds one command (a short Lua script) may take before the store counts as down."""
+
+_COMPLETED = RecordStatus.COMPLETED.value
+_TAKE_OVER_ATTEMPTS = 3
+
+# Claim the key when it is free or logically expired; otherwise return the record
+# so Python can judge it. ARGV: now, fingerprint, expires_at, locked_until, token,
+# record_id, ttl in ms. Times travel as Python float reprs and are only compared
+# here, never computed, so no precision is lost in Lua's number formatting.
+_CLAIM = """
+local now = tonumber(ARGV[1])
+local expires = redis.call('HGET', KEYS[1], 'expires_at')
+if expires and tonumber(expires) > now then
+  local record = redis.call('HGETALL', KEYS[1])
+  table.insert(record, 1, 'existing')
+  return record
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'fingerprint', ARGV[2], 'status', 'in_progress',
+  'expires_at', ARGV[3], 'locked_until', ARGV[4], 'lock_token', ARGV[5],
+  'record_id', ARGV[6], 'created_at', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+return {'claimed'}
+"""
+
+# Take over an in-progress record whose lease expired, but only if nobody else
+# did since we read it (compare-and-set on the token and lease we judged).
+# ARGV: stale token ('' if none), stale locked_until, new token, new locked_until,
+# lease in ms.
+_TAKE_OVER = """
+local current = redis.call('HMGET', KEYS[1], 'status', 'lock_token', 'locked_until')
+if current[1] ~= 'in_progress' or (current[2] or '') ~= ARGV[1] or current[3] ~= ARGV[2] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'lock_token', ARGV[3], 'locked_until', ARGV[4])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[5]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+end
+return 1
+"""
+
+# The fence: write only while the record still carries our token. ARGV: token,
+# minimum TTL in ms to keep ('0' for none), number of fields to delete, those
+# fields, then field/value pairs to set.
+_FENCED_UPDATE = """
+if redis.call('HGET', KEYS[1], 'lock_token') ~= ARGV[1] then
+  return 0
+end
+local deleted = tonumber(ARGV[3])
+for i = 4, 3 + deleted do
+  redis.call('HDEL', KEYS[1], ARGV[i])
+end
+if #ARGV > 3 + deleted then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 4 + deleted))
+end
+local keep = tonumber(ARGV[2])
+if keep > 0 and redis.call('PTTL', KEYS[1]) < keep then
+  redis.call('PEXPIRE', KEYS[1], keep)
+end
+return 1
+"""
+
+# Abandon: without a recovery point the key is free again; with one the record
+# stays and its lease is released (locked_until 0 is always in the past), so the
+# next retry takes it over at once. ARGV: token.
+_ABANDON = """
+if redis.call('HGET', KEYS[1], 'lock_token') ~= ARGV[1] then
+  return 0
+end
+if redis.call('HEXISTS', KEYS[1], 'recovery_point') == 1 then
+  redis.call('HDEL', KEYS[1], 'lock_token')
+  redis.call('HSET', KEYS[1], 'locked_until', '0')
+else
+  redis.call('DEL', KEYS[1])
+end
+return 1
+"""
+
+# Purge one record if the caller's clock says it expired and no lease holds it.
+# ARGV: now.
+_PURGE = """
+local fields = redis.call('HMGET', KEYS[1], 'expires_at', 'locked_until')
+if not fields[1] or tonumber(fields[1]) > tonumber(ARGV[1]) then
+  return 0
+end
+if fields[2] and tonumber(fields[2]) > tonumber(ARGV[1]) then
+  return 0
+end
+return redis.call('DEL', KEYS[1])
+"""
+
+
+def _ms(seconds: float) -> str:
+    return str(max(1, math.ceil(seconds * 1000)))
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode()
+
+
+class RedisIdempotencyStore:
+    """Idempotency records as Redis hashes, one per organization and key.
+
+    Keys are ``{prefix}{organization_id}:{sha256(key)}``: the organization stays
+    readable for operators, and hashing the client's key (which may contain
+    ``:``) keeps two (organization, key) pairs from ever sharing a Redis key.
+    """
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        lease_seconds: float = 60.0,
+        prefix: str = DEFAULT_PREFIX,
+    ) -> None:
+        self._redis = client
+        self._lease = lease_seconds
+        self.prefix = prefix
+        self._claim = client.register_script(_CLAIM)
+        self._take_over = client.register_script(_TAKE_OVER)
+        self._fenced_update = client.register_script(_FENCED_UPDATE)
+        self._abandon = client.register_script(_ABANDON)
+        self._purge = client.register_script(_PURGE)
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, lease_seconds: float = 60.0, prefix: str = DEFAULT_PREFIX
+    ) -> RedisIdempotencyStore:
+        """A store on a new client for ``url`` (``redis://host:6379/0``), with short timeouts.
+
+        One immediate retry covers a pooled connection that Redis closed (a
+        restart); more would only delay the 503 while Redis is really down.
+        """
+        client = Redis.from_url(
+            url,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_timeout=COMMAND_TIMEOUT,
+            retry=Retry(NoBackoff(), 1),
+        )
+        return cls(client, lease_seconds=lease_seconds, prefix=prefix)
+
+    async def aclose(self) -> None:
+        """Close the client's connections."""
+        await self._redis.aclose()
+
+    def redis_key(self, key: RecordKey) -> str:
+        digest = hashlib.sha256(key.key.encode()).hexdigest()
+        return f"{self.prefix}{key.organization_id}:{digest}"
+
+    @contextlib.asynccontextmanager
+    async def attempt(
+        self, key: RecordKey, fingerprint: str, *, now: float, ttl: float
+    ) -> AsyncIterator[Decision]:
+        decision = await self._decide(key, fingerprint, now, ttl)
+        if not isinstance(decision, Execute):
+            yield decision
+            return
+        attempt = cast(_RedisAttempt, decision.attempt)
+        try:
+            yield decision
+        except BaseException:
+            if not attempt.settled:
+                # The request failed; its exception matters more than a failed
+                # release. An unreleased claim frees itself when its lease ends.
+                with contextlib.suppress(DatabaseUnavailable):
+                    await attempt.abandon()
+            raise
+        if not attempt.settled:
+            await attempt.abandon()
+
+    async def _decide(self, key: RecordKey, fingerprint: str, now: float, ttl: float) -> Decision:
+        redis_key = self.redis_key(key)
+        token = uuid.uuid4().hex
+        for _ in range(_TAKE_OVER_ATTEMPTS):
+            record_id = uuid.uuid4().hex
+            reply = await self._run(
+                self._claim,
+                [redis_key],
+                [
+                    repr(now),
+                    fingerprint,
+                    repr(now + ttl),
+                    repr(now + self._lease),
+                    token,
+                    record_id,
+                    _ms(max(ttl, self._lease)),
+                ],
+            )
+            if reply[0] == b"claimed":
+                return self._execute(redis_key, token, Resumption(None, None, record_id))
+            fields = _pairs(reply[1:])
+            if fields.get(b"lock_token") == token.encode():
+                # Our own claim, applied by a command whose reply was lost and that
+                # the client retried: it is ours, not someone else's in flight.
+                return self._execute(redis_key, token, _resumption(fields))
+            verdict = judge(_record(key, fields), fingerprint, now)
+            if not isinstance(verdict, TakeOver):
+                return verdict
+            stale = verdict.stale
+            taken = await self._run(
+                self._take_over,
+                [redis_key],
+                [
+                    stale.lock_token or "",
+                    _text(fields.get(b"locked_until")) or "",
+                    token,
+                    repr(now + self._lease),
+                    _ms(self._lease),
+                ],
+            )
+            if taken == 1:
+                return self._execute(redis_key, token, _resumption(fields))
+            # Someone else took it over or finished it between our read and our
+            # compare-and-set: judge the record as it is now.
+        return InFlight(retry_after=1)
+
+    def _execute(self, redis_key: str, token: str, resumption: Resumption) -> Execute:
+        return Execute(_RedisAttempt(self, redis_key, token, resumption))
+
+    async def purge_expired(self, now: float) -> int:
+        """Delete records whose expiry (by ``now``) passed and whose lease is over.
+
+        Redis expires keys itself, so this usually finds nothing; it walks the
+        store's keys with ``SCAN`` (never ``KEYS``) in batches.
+        """
+        purged = 0
+        batch: list[bytes] = []
+        try:
+            async for redis_key in self._redis.scan_iter(match=self.prefix + "*", count=500):
+                batch.append(redis_key)
+                if len(batch) >= 500:
+                    purged += await self._purge_batch(batch, now)
+                    batch = []
+            if batch:
+                purged += await self._purge_batch(batch, now)
+        except RedisError as exc:
+            raise DatabaseUnavailable(f"Redis: {exc}") from exc
+        return purged
+
+    async def _purge_batch(self, keys: Sequence[bytes], now: float) -> int:
+        # One script per key, pipelined: one round trip per batch, and no script
+        # touches two keys (those may live on different Redis Cluster nodes).
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for redis_key in keys:
+                await self._purge(keys=[redis_key], args=[repr(now)], client=pipe)
+            results = await pipe.execute()
+        return sum(int(result) for result in results)
+
+    async def _run(self, script: AsyncScript, keys: list[str], args: list[str]) -> Any:
+        """Run ``script``; every Redis failure becomes :class:`DatabaseUnavailable` (503)."""
+        try:
+            return await cast(Awaitable[Any], script(keys=keys, args=args))
+        except RedisError as exc:
+            raise DatabaseUnavailable(f"Redis: {exc}") from exc
+
+
+class _RedisAttempt:
+    def __init__(
+        self, store: RedisIdempotencyStore, redis_key: str, token: str, resumption: Resumption
+    ) -> None:
+        self._store = store
+        self._key = redis_key
+        self._token = token
+        self._resumption = resumption
+        self.settled = False
+
+    @property
+    def resumption(self) -> Resumption:
+        return self._resumption
+
+    async def checkpoint(self, point: str, data: str | None, *, now: float) -> None:
+        lease = self._store._lease
+        pairs = ["recovery_point", point, "locked_until", repr(now + lease)]
+        deleted = []
+        if data is None:
+            deleted.append("recovery_data")
+        else:
+            pairs += ["recovery_data", data]
+        await self._fenced(deleted, pairs, keep_ms=_ms(lease))
+        self._resumption = Resumption(point, data, self._resumption.external_key)
+
+    async def complete(self, response: StoredResponse) -> None:
+        self.settled = True
+        pairs: list[str | bytes] = [
+            "status",
+            _COMPLETED,
+            "response_status",
+            str(response.status),
+            "response_body",
+            response.body,
+        ]
+        if response.content_type is not None:
+            pairs += ["response_content_type", response.content_type]
+        if response.location is not None:
+            pairs += ["response_location", response.location]
+        await self._fenced(["lock_token", "locked_until"], pairs, keep_ms="0")
+
+    async def abandon(self) -> None:
+        self.settled = True
+        await self._store._run(self._store._abandon, [self._key], [self._token])
+
+    async def _fenced(
+        self, deleted: list[str], pairs: Sequence[str | bytes], *, keep_ms: str
+    ) -> None:
+        args: list[Any] = [self._token, keep_ms, str(len(deleted)), *deleted, *pairs]
+        if await self._store._run(self._store._fenced_update, [self._key], args) != 1:
+            raise LeaseLost("another request took this idempotency record over")
+
+
+def _pairs(flat: Sequence[bytes]) -> dict[bytes, bytes]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _resumption(fields: Mapping[bytes, bytes]) -> Resumption:
+    return Resumption(
+        point=_text(fields.get(b"recovery_point")),
+        data=_text(fields.get(b"recovery_data")),
+        external_key=fields[b"record_id"].decode(),
+    )
+
+
+def _record(key: RecordKey, fields: Mapping[bytes, bytes]) -> IdempotencyRecord:
+    response = None
+    if b"response_status" in fields:
+        response = StoredResponse(
+            status=int(fields[b"response_status"]),
+            body=fields.get(b"response_body", b""),
+            content_type=_text(fields.get(b"response_content_type")),
+            location=_text(fields.get(b"response_location")),
+        )
+    locked_until = fields.get(b"locked_until")
+    return IdempotencyRecord(
+        key=key,
+        fingerprint=fields[b"fingerprint"].decode(),
+        status=RecordStatus(fields[b"status"].decode()),
+        expires_at=float(fields[b"expires_at"]),
+        response=response,
+        locked_until=None if locked_until is None else float(locked_until),
+        lock_token=_text(fields.get(b"lock_token")),
+        recovery_point=_text(fields.get(b"recovery_point")),
+        recovery_data=_text(fields.get(b"recovery_data")),
+        created_at=float(fields.get(b"created_at", b"0")),
+    )
