@@ -7,12 +7,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from tests.support import postgres
+from tests.support import postgres, redis_service
 
 from retrysafe.database import Database
 from retrysafe.database.migrate import upgrade
 from retrysafe.idempotency.store import IdempotencyStore
 from retrysafe.stores.memory import MemoryIdempotencyStore
+from retrysafe.stores.redis import RedisIdempotencyStore
 from retrysafe.stores.sql import SqlIdempotencyStore
 
 SQL_BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -44,10 +45,37 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         yield db
 
 
-@pytest.fixture(params=["memory", *SQL_BACKENDS])
+@asynccontextmanager
+async def redis_store(*, lease_seconds: float = 30) -> AsyncIterator[RedisIdempotencyStore]:
+    """A store on the shared Redis under a key prefix of its own, deleted afterwards."""
+    if not await redis_service.reachable():
+        pytest.skip(redis_service.SKIP_REASON)
+    prefix = redis_service.fresh_prefix("idem")
+    store = RedisIdempotencyStore.from_url(
+        redis_service.URL, lease_seconds=lease_seconds, prefix=prefix
+    )
+    try:
+        yield store
+    finally:
+        await store.aclose()
+        await redis_service.delete_prefixed(prefix)
+
+
+STORE_BACKENDS = [
+    "memory",
+    *SQL_BACKENDS,
+    pytest.param("redis", marks=pytest.mark.redis),
+]
+
+
+@pytest.fixture(params=STORE_BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[IdempotencyStore]:
     if request.param == "memory":
         yield MemoryIdempotencyStore(lease_seconds=30)
+        return
+    if request.param == "redis":
+        async with redis_store() as store:
+            yield store
         return
     async with migrated_database(request.param, tmp_path) as db:
         yield SqlIdempotencyStore(db)
