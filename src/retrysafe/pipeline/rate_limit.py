@@ -17,11 +17,20 @@ from retrysafe.asgi import ASGIApp, Message, Receive, Scope, Send, header, state
 from retrysafe.envelope import ApiError, send_error
 from retrysafe.pipeline.envelope_layer import ERROR_HEADERS_STATE_KEY
 
-__all__ = ["RateLimitLayer", "RateLimitState", "RateLimiter", "async_storage_url"]
+__all__ = [
+    "RATE_LIMIT_STATE_KEY",
+    "RateLimitLayer",
+    "RateLimitState",
+    "RateLimiter",
+    "async_storage_url",
+]
 
 DEFAULT_STORAGE_URL = "memory://"
 
 _POLICY_NAME = "default"
+
+RATE_LIMIT_STATE_KEY = "retrysafe.rate_limit"
+"""State key holding the request's :class:`RateLimitState`; the observation layer logs it."""
 
 
 class RateLimitState(NamedTuple):
@@ -183,6 +192,7 @@ class RateLimitLayer:
             identifier = "addr:" + (client[0] if client else "unknown")
 
         outcome = await self.limiter.hit(identifier)
+        state(scope)[RATE_LIMIT_STATE_KEY] = outcome
         headers = self.limiter.headers(outcome)
         if not outcome.allowed:
             await send_error(send, self.limiter.exceeded(outcome), headers)

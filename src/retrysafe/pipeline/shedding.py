@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from retrysafe.asgi import ASGIApp, Receive, Scope, Send
+from retrysafe.asgi import ASGIApp, Receive, Scope, Send, state
 from retrysafe.envelope import ApiError, send_error
 
-__all__ = ["LoadSheddingLayer"]
+__all__ = ["SHED_STATE_KEY", "LoadSheddingLayer"]
+
+SHED_STATE_KEY = "retrysafe.shed"
+"""Set (to ``True``) in the state of a request this layer shed; metrics count them."""
 
 
 class LoadSheddingLayer:
@@ -42,6 +45,7 @@ class LoadSheddingLayer:
             await self.app(scope, receive, send)
             return
         if self._in_flight >= self.max_in_flight:
+            state(scope)[SHED_STATE_KEY] = True
             await send_error(
                 send,
                 ApiError(
