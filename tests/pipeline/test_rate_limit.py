@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 
 import pytest
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.errors import StorageError
+from structlog.typing import EventDict
+from tests.support import redis_service
+from tests.support.throwaway import free_port
 
 from retrysafe.asgi import ASGIApp, Receive, Scope, Send
 from retrysafe.envelope import ApiError, send_error
@@ -216,19 +220,176 @@ async def test_the_raw_key_never_reaches_the_storage() -> None:
     assert not any("s3cret" in key for key in keys)
 
 
-class _BrokenStorage(MemoryStorage):
-    async def incr(self, key: str, expiry: float, amount: int = 1) -> int:
-        raise StorageError(ConnectionError("redis down"))
+class _SwitchableStorage(MemoryStorage):
+    """A storage that can be taken down and brought back, counting what reaches it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.calls = 0
+
+    async def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        self.calls += 1
+        if self.down:
+            raise StorageError(ConnectionError("Error 111 connecting to redis:6379"))
+        return await super().incr(key, expiry, amount)
 
 
-async def test_unreachable_storage_is_503_and_the_request_does_not_run() -> None:
-    """Fail closed with a retryable 503 (never recorded), not a 500."""
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def switchable(rate: str = "3/minute") -> tuple[RateLimiter, _SwitchableStorage, _Clock]:
+    storage, clock = _SwitchableStorage(), _Clock()
+    item = RateLimiter.from_settings(rate).item
+    return RateLimiter(item, storage, probe_interval=2.0, clock=clock), storage, clock
+
+
+async def test_unreachable_storage_degrades_to_per_process_limits_never_an_error(
+    captured_logs: list[EventDict],
+) -> None:
+    """Redis down: requests are served, counted and limited in this process, headers intact."""
     echo = EchoApp()
-    limiter = RateLimiter(RateLimiter.from_settings("3/minute").item, _BrokenStorage())
+    limiter, storage, _ = switchable()
+    storage.down = True
     async with client(ErrorEnvelopeLayer(RateLimitLayer(echo, limiter))) as http:
-        response = await http.get("/x")
-    assert response.status_code == 503
-    assert response.headers["retry-after"] == "1"
-    assert response.json()["errors"][0]["code"] == "service_unavailable"
-    assert "redis" not in response.text
-    assert echo.calls == 0
+        responses = [await http.get("/x") for _ in range(4)]
+    assert [r.status_code for r in responses] == [200, 200, 200, 429]
+    assert [r.headers["ratelimit-remaining"] for r in responses] == ["2", "1", "0", "0"]
+    assert all(r.headers["ratelimit-limit"] == "3" for r in responses)
+    assert 59 <= int(responses[0].headers["ratelimit-reset"]) <= 60
+    assert responses[3].json()["errors"][0]["code"] == "rate_limited"
+    assert echo.calls == 3
+    assert limiter.degraded
+    [warning] = [log for log in captured_logs if log["event"] == "rate_limit_storage_unreachable"]
+    assert warning["log_level"] == "warning"
+    assert "111" in warning["error"]
+
+
+async def test_while_degraded_the_storage_is_probed_at_most_once_per_interval(
+    captured_logs: list[EventDict],
+) -> None:
+    """No request pays for the dead storage between probes, and one outage logs once."""
+    limiter, storage, clock = switchable("1000/minute")
+    storage.down = True
+    for _ in range(50):
+        await limiter.hit("key:a")
+    assert storage.calls == 1
+    clock.now += 2.0
+    for _ in range(50):
+        await limiter.hit("key:a")
+    assert storage.calls == 2
+    events = [log["event"] for log in captured_logs]
+    assert events.count("rate_limit_storage_unreachable") == 1
+    assert "rate_limit_storage_recovered" not in events
+
+
+async def test_limits_return_to_the_shared_storage_when_it_answers_again(
+    captured_logs: list[EventDict],
+) -> None:
+    """The first probe after recovery counts in the shared storage again, and says so once."""
+    limiter, storage, clock = switchable()
+    storage.down = True
+    await limiter.hit("key:a")
+    storage.down = False
+    await limiter.hit("key:a")
+    assert limiter.degraded  # not probed yet: still within the interval
+    assert await storage.get(limiter.key_for("key:a")) == 0
+    clock.now += 2.0
+    outcome = await limiter.hit("key:a")
+    assert not limiter.degraded
+    assert outcome.remaining == 2  # the shared count starts where the shared storage was
+    await limiter.hit("key:a")
+    assert await storage.get(limiter.key_for("key:a")) == 2
+    events = [log["event"] for log in captured_logs]
+    assert events.count("rate_limit_storage_unreachable") == 1
+    assert events.count("rate_limit_storage_recovered") == 1
+    [recovered] = [log for log in captured_logs if log["event"] == "rate_limit_storage_recovered"]
+    assert recovered["outage_seconds"] == 2.0
+
+
+async def test_a_second_outage_is_reported_again(captured_logs: list[EventDict]) -> None:
+    limiter, storage, clock = switchable()
+    for down in (True, False, True, False):
+        storage.down = down
+        clock.now += 2.0
+        await limiter.hit("key:a")
+    events = [log["event"] for log in captured_logs]
+    assert events.count("rate_limit_storage_unreachable") == 2
+    assert events.count("rate_limit_storage_recovered") == 2
+
+
+@pytest.mark.redis
+async def test_limits_on_redis_are_shared_by_limiters_of_different_processes() -> None:
+    """Two limiters (two processes' worth) on one Redis count against one budget."""
+    if not await redis_service.reachable():
+        pytest.skip(redis_service.SKIP_REASON)
+    first = RateLimiter.from_settings("3/minute", redis_service.URL)
+    second = RateLimiter.from_settings("3/minute", redis_service.URL)
+    identifier = "key:" + uuid.uuid4().hex
+    try:
+        outcomes = [await (first, second)[i % 2].hit(identifier) for i in range(4)]
+        assert [o.allowed for o in outcomes] == [True, True, True, False]
+        assert [o.remaining for o in outcomes] == [2, 1, 0, 0]
+        assert not first.degraded
+        assert not second.degraded
+    finally:
+        await first.storage.clear(first.key_for(identifier))
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_an_unreachable_redis_url_degrades_on_the_first_hit() -> None:
+    """Nothing listens there: the first hit is served from this process's counters."""
+    limiter = RateLimiter.from_settings("3/minute", f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        outcome = await limiter.hit("key:a")
+        assert outcome.allowed
+        assert outcome.remaining == 2
+        assert limiter.degraded
+    finally:
+        await limiter.aclose()
+
+
+def test_the_redis_client_gives_up_quickly_instead_of_holding_requests() -> None:
+    """Sub-second timeouts and one retry, not redis-py's 5 s timeouts and ten retries."""
+    limiter = RateLimiter.from_settings("3/minute", "redis://127.0.0.1:6379/0")
+    assert isinstance(limiter.storage, RedisStorage)
+    pool = limiter.storage.bridge.storage.connection_pool
+    options = pool.connection_kwargs
+    assert options["socket_connect_timeout"] < 1
+    assert options["socket_timeout"] < 1
+    assert options["retry"].get_retries() == 1
+
+
+async def test_lifespan_shutdown_closes_the_limiter() -> None:
+    """The layer closes the limiter's Redis connections when the app shuts down."""
+    closed: list[bool] = []
+
+    class Limiter(RateLimiter):
+        async def aclose(self) -> None:
+            closed.append(True)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        assert (await receive())["type"] == "lifespan.shutdown"
+        assert closed == []
+        await send({"type": "lifespan.shutdown.complete"})
+
+    sent: list[str] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "lifespan.shutdown"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(str(message["type"]))
+
+    layer = RateLimitLayer(
+        app, Limiter(RateLimiter.from_settings("1/second").item, MemoryStorage())
+    )
+    await layer({"type": "lifespan"}, receive, send)
+    assert closed == [True]
+    assert sent == ["lifespan.shutdown.complete"]

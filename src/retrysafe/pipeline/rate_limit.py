@@ -1,17 +1,31 @@
-"""Rate limiting per presented API key (hashed) or client address, with RateLimit-* headers."""
+"""Rate limiting per presented API key (hashed) or client address, with RateLimit-* headers.
+
+When the shared storage (Redis) stops answering, limits degrade to counters in
+this process at the same rate instead of failing requests: a rate limiter is a
+safety valve, and refusing all traffic because the valve's bookkeeping is down
+would turn a Redis outage into an API outage. The price, while Redis is down,
+is that N processes together admit up to N times the rate. One warning marks
+the start of an outage and one its end; Redis is asked again at most once per
+``probe_interval``, so requests meanwhile pay nothing for the dead connection.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import math
 import time
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
+import structlog
 from limits import RateLimitItem, parse_many
-from limits.aio.storage import Storage
+from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.errors import ConfigurationError, StorageError
 from limits.storage import storage_from_string
+from redis.asyncio import ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from retrysafe.asgi import ASGIApp, Message, Receive, Scope, Send, header, state
 from retrysafe.envelope import ApiError, send_error
@@ -26,6 +40,17 @@ __all__ = [
 ]
 
 DEFAULT_STORAGE_URL = "memory://"
+
+PROBE_INTERVAL = 1.0
+"""Seconds between attempts to reach the shared storage again while it is down."""
+
+REDIS_CONNECT_TIMEOUT = 0.25
+"""Seconds to connect to Redis; short, since a request waits for it before degrading."""
+
+REDIS_COMMAND_TIMEOUT = 0.5
+"""Seconds one counter update may take; a healthy Redis answers in well under a millisecond."""
+
+logger = structlog.get_logger("retrysafe.rate_limit")
 
 _POLICY_NAME = "default"
 
@@ -61,11 +86,26 @@ class RateLimiter:
     reads and clears the same counters.
     """
 
-    def __init__(self, item: RateLimitItem, storage: Storage) -> None:
+    def __init__(
+        self,
+        item: RateLimitItem,
+        storage: Storage,
+        *,
+        probe_interval: float = PROBE_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+        connection_pool: ConnectionPool | None = None,
+    ) -> None:
         if item.amount < 1:
             raise ValueError(f"A rate limit must allow at least one request, got {item!r}.")
         self.item = item
         self.storage = storage
+        self.fallback = MemoryStorage()
+        """Per-process counters used while :attr:`storage` cannot be reached."""
+        self.probe_interval = probe_interval
+        self._clock = clock
+        self._outage_since: float | None = None
+        self._next_probe = 0.0
+        self._pool = connection_pool
         self.strategy = FixedWindowRateLimiter(storage)
         self._expiry = item.get_expiry()
         # item.key_for(identifier), precomputed around the identifier: it runs per request.
@@ -92,37 +132,83 @@ class RateLimiter:
             raise ValueError(f"Invalid rate limit {rate!r}: give exactly one rate, not several.")
         url = async_storage_url(storage_url or DEFAULT_STORAGE_URL)
         try:
+            pool = _redis_pool(url)
+        except ValueError as exc:
+            raise ValueError(f"Invalid rate-limit storage URL {storage_url!r}: {exc}") from None
+        options: dict[str, Any] = {}
+        if pool is not None:
+            options = {"implementation": "redispy", "connection_pool": pool}
+        try:
             # wrap_exceptions: every backend failure arrives as one StorageError type.
-            storage = storage_from_string(url, wrap_exceptions=True)
+            storage = storage_from_string(url, wrap_exceptions=True, **options)
         except ConfigurationError as exc:
             raise ValueError(f"Invalid rate-limit storage URL {storage_url!r}: {exc}") from None
         if not isinstance(storage, Storage):
             raise ValueError(f"Rate-limit storage URL {storage_url!r} has no async backend.")
-        return cls(items[0], storage)
+        return cls(items[0], storage, connection_pool=pool)
 
     def key_for(self, identifier: str) -> str:
         return self._key_prefix + identifier + self._key_suffix
 
+    async def aclose(self) -> None:
+        """Close the connections of the storage's Redis pool, if this limiter opened one."""
+        if self._pool is not None:
+            await self._pool.aclose()
+
+    @property
+    def degraded(self) -> bool:
+        """Whether counts are kept in this process because the shared storage is down."""
+        return self._outage_since is not None
+
     async def hit(self, identifier: str) -> RateLimitState:
-        """Count one request for ``identifier``; 503 when the storage cannot be reached."""
+        """Count one request for ``identifier``, in this process's counters if Redis is down."""
         key = self.key_for(identifier)
+        if self._outage_since is not None:
+            now = self._clock()
+            if now < self._next_probe:
+                return await self._count(self.fallback, key)
+            # This request probes; the others keep to the fallback until it is done.
+            self._next_probe = now + self.probe_interval
         try:
-            count = await self.storage.incr(key, self._expiry)
-            reset_at = await self.storage.get_expiry(key)
+            outcome = await self._count(self.storage, key)
         except StorageError as exc:
-            # Fail closed: a 503 is never recorded, so the client retries with the same key.
-            raise ApiError(
-                503,
-                "service_unavailable",
-                "The rate-limit store is unreachable; the request did not run. Retry it shortly.",
-                headers={"Retry-After": "1"},
-            ) from exc
+            self._storage_failed(exc)
+            return await self._count(self.fallback, key)
+        if self._outage_since is not None:
+            self._storage_recovered()
+        return outcome
+
+    async def _count(self, storage: Storage, key: str) -> RateLimitState:
+        count = await storage.incr(key, self._expiry)
+        reset_at = await storage.get_expiry(key)
         amount = self.item.amount
         return RateLimitState(
             count <= amount,
             amount - count if count < amount else 0,
             max(0, math.ceil(reset_at - time.time())),
         )
+
+    def _storage_failed(self, exc: StorageError) -> None:
+        now = self._clock()
+        self._next_probe = now + self.probe_interval
+        if self._outage_since is not None:
+            return
+        self._outage_since = now
+        logger.warning(
+            "rate_limit_storage_unreachable",
+            error=str(exc.storage_error),
+            fallback="per-process in-memory limits at the same rate",
+            probe_interval=self.probe_interval,
+        )
+
+    def _storage_recovered(self) -> None:
+        assert self._outage_since is not None
+        # Warning like the outage line, so the pair is seen wherever one of them is.
+        logger.warning(
+            "rate_limit_storage_recovered",
+            outage_seconds=round(self._clock() - self._outage_since, 3),
+        )
+        self._outage_since = None
 
     def headers(self, outcome: RateLimitState) -> list[tuple[bytes, bytes]]:
         """The ``RateLimit-*`` trio plus the current draft's ``RateLimit-Policy``/``RateLimit``."""
@@ -145,6 +231,27 @@ class RateLimiter:
             f"Rate limit of {self.item!r} exceeded; retry after {retry_after} s.",
             headers={"Retry-After": str(retry_after)},
         )
+
+
+def _redis_pool(url: str) -> ConnectionPool | None:
+    """For a Redis storage URL, the redis-py pool it will use: short timeouts, one retry.
+
+    The client defaults (5 s timeouts, ten retries with backoff) would hold every
+    request for seconds before it degrades. One immediate retry covers a pooled
+    connection closed by a Redis restart without counting that as an outage.
+    Building the pool here, rather than letting ``limits`` build it, is what lets
+    :meth:`RateLimiter.aclose` close it.
+    """
+    scheme, _, rest = url.partition("://")
+    if scheme not in ("async+redis", "async+rediss", "async+redis+unix"):
+        return None
+    client_url = f"{scheme.removeprefix('async+').replace('redis+unix', 'unix')}://{rest}"
+    return ConnectionPool.from_url(
+        client_url,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
+        socket_timeout=REDIS_COMMAND_TIMEOUT,
+        retry=Retry(NoBackoff(), 1),
+    )
 
 
 def async_storage_url(url: str) -> str:
@@ -180,6 +287,9 @@ class RateLimitLayer:
         self.exempt_paths = exempt_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, self._closing_on_shutdown(send))
+            return
         if scope["type"] != "http" or scope["path"] in self.exempt_paths:
             await self.app(scope, receive, send)
             return
@@ -205,3 +315,13 @@ class RateLimitLayer:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+    def _closing_on_shutdown(self, send: Send) -> Send:
+        """Close the limiter's connections once the app below has shut down."""
+
+        async def send_after_closing(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await self.limiter.aclose()
+            await send(message)
+
+        return send_after_closing
