@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import sqlalchemy as sa
 
 from retrysafe.database import Database
 from retrysafe.database.schema import organizations
-from retrysafe.idempotency.decisions import Execute, InFlight, Mismatch, Replay
+from retrysafe.idempotency.decisions import Execute, InFlight, LeaseLost, Mismatch, Replay
 from retrysafe.idempotency.records import RecordKey, StoredResponse
 from retrysafe.idempotency.store import IdempotencyStore
 from retrysafe.stores.memory import MemoryIdempotencyStore
@@ -134,7 +135,8 @@ async def test_memory_lease_expiry_lets_a_retry_take_over_and_fences_the_old_hol
         async with store.attempt(KEY, "fp", now=1006, ttl=TTL) as fresh:
             assert isinstance(fresh, Execute)
             await fresh.attempt.complete(CREATED)
-        await stale.attempt.complete(StoredResponse(500, b"late", "application/json"))
+        with pytest.raises(LeaseLost):
+            await stale.attempt.complete(StoredResponse(500, b"late", "application/json"))
     async with store.attempt(KEY, "fp", now=1007, ttl=TTL) as decision:
         assert decision == Replay(CREATED)
 

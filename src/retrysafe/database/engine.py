@@ -3,13 +3,17 @@
 The idempotency layer opens a transaction and makes it *ambient*; handlers that ask
 for :meth:`Database.write` inside it join that transaction instead of opening their
 own, so their writes and the recorded response commit together (SPEC §3).
+
+A handler with an effect outside the database (an upstream call) commits a phase
+at a recovery point and makes the call holding no transaction and, on SQLite, no
+write lock; its next ``read``/``write`` opens the ambient transaction again.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
 from functools import partial
 from typing import Any, cast
@@ -23,7 +27,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from retrysafe.database import sqlite_driver
 
-_ambient: ContextVar[AsyncConnection | None] = ContextVar("retrysafe_ambient_tx", default=None)
+_ambient: ContextVar[AmbientTransaction | None] = ContextVar("retrysafe_ambient_tx", default=None)
 
 _IMMEDIATE = "retrysafe_immediate"
 
@@ -100,7 +104,7 @@ class Database:
         """A connection for reads; inside an ambient transaction, that transaction."""
         current = _ambient.get()
         if current is not None:
-            yield current
+            yield await current.connection()
             return
         async with self._connect() as conn:
             yield conn
@@ -110,7 +114,7 @@ class Database:
         """A write transaction committed on exit; joins the ambient one if there is one."""
         current = _ambient.get()
         if current is not None:
-            yield current
+            yield await current.connection()
             return
         async with self.transaction() as conn:
             yield conn
@@ -128,14 +132,19 @@ class Database:
                     await conn.rollback()
 
     @asynccontextmanager
-    async def ambient_transaction(self) -> AsyncIterator[AsyncConnection]:
-        """Like :meth:`transaction`, and every ``read``/``write`` below joins it."""
-        async with self.transaction() as conn:
-            token = _ambient.set(conn)
-            try:
-                yield conn
-            finally:
-                _ambient.reset(token)
+    async def ambient_transaction(self) -> AsyncIterator[AmbientTransaction]:
+        """A transaction, open at once, that every ``read``/``write`` below joins.
+
+        Whatever the holder has not committed when the context ends is rolled back.
+        """
+        ambient = AmbientTransaction(self)
+        await ambient.connection()
+        token = _ambient.set(ambient)
+        try:
+            yield ambient
+        finally:
+            _ambient.reset(token)
+            await ambient.release()
 
     @asynccontextmanager
     async def _writer_turn(self) -> AsyncIterator[None]:
@@ -157,6 +166,55 @@ class Database:
             yield conn
         finally:
             await conn.close()
+
+
+class AmbientTransaction:
+    """The one write transaction of a request, which may be ended and begun again.
+
+    Normally it is opened once and committed once, with the idempotency record. A
+    recovery point commits it and calls :meth:`release`, giving back the connection
+    and (on SQLite) the write lock, so an upstream call holds neither; the next
+    :meth:`connection` opens a new transaction, which the rest of the request joins.
+    """
+
+    __slots__ = ("_conn", "_db", "_scope")
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._scope: AbstractAsyncContextManager[AsyncConnection] | None = None
+        self._conn: AsyncConnection | None = None
+
+    async def connection(self) -> AsyncConnection:
+        """The open transaction's connection, beginning a transaction when none is open."""
+        conn = self._conn
+        if conn is None:
+            # Entered by hand rather than with ``async with``: the transaction has to
+            # outlive this call, until the holder commits and releases it.
+            scope = self._db.transaction()
+            conn = await scope.__aenter__()
+            self._scope, self._conn = scope, conn
+        return conn
+
+    async def restart(self) -> AsyncConnection:
+        """Roll back what the open transaction did and begin a new one on its connection.
+
+        The connection and the write lock stay held, so nothing is queued behind twice.
+        """
+        conn = self._conn
+        if conn is None:
+            return await self.connection()
+        await conn.rollback()
+        await _guard(conn.begin())
+        return conn
+
+    async def release(self) -> None:
+        """End the transaction, rolling back what was not committed, and give back its
+        connection and write lock; a no-op when none is open."""
+        scope = self._scope
+        if scope is None:
+            return
+        self._scope = self._conn = None
+        await scope.__aexit__(None, None, None)
 
 
 class Prepared:

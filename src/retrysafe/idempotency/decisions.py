@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Protocol
 
-from retrysafe.idempotency.records import IdempotencyRecord, RecordStatus, StoredResponse
+from retrysafe.idempotency.records import IdempotencyRecord, RecordKey, RecordStatus, StoredResponse
 
 
 class LeaseLost(Exception):
@@ -33,6 +34,32 @@ class Resumption:
     external_key: str
     """A key that is the same for every holder of this record and differs from any
     other record's (also after expiry): the idempotency key for an upstream call."""
+
+    @classmethod
+    def fresh(cls, key: RecordKey, created_at: float) -> Resumption:
+        """Where a request that just claimed ``key`` at ``created_at`` starts: nowhere yet."""
+        return cls(None, None, external_key_for(key, created_at))
+
+    @classmethod
+    def of(cls, record: IdempotencyRecord) -> Resumption:
+        """Where a request that takes ``record`` over resumes."""
+        return cls(
+            record.recovery_point,
+            record.recovery_data,
+            external_key_for(record.key, record.created_at),
+        )
+
+
+def external_key_for(key: RecordKey, created_at: float) -> str:
+    """A stable hash of the organization, the key and when the record was first claimed.
+
+    Every holder of one record computes the same value from what the record keeps;
+    a record claimed again after expiry has a new ``created_at`` and so a new key,
+    so an upstream service never answers a new request from an old one's record.
+    The organization is part of it because upstream keys are not scoped per tenant.
+    """
+    material = f"{key.organization_id}\x1f{key.key}\x1f{float(created_at).hex()}".encode()
+    return hashlib.sha256(material).hexdigest()[:32]
 
 
 class Attempt(Protocol):

@@ -19,9 +19,13 @@ class IdempotencyStore(Protocol):
     ) -> AbstractAsyncContextManager[Decision]:
         """Claim ``key`` atomically and say what the request should do.
 
-        On :class:`Execute`, the request runs inside the context; leaving it
-        without ``complete`` abandons the claim. Transactional stores make their
-        transaction ambient there, so the handler's writes commit with the record.
+        On :class:`Execute`, the request runs inside the context. Transactional
+        stores make their transaction ambient there, so the handler's writes
+        commit with the record. Leaving the context without ``complete`` or
+        ``abandon`` is what a crash looks like: before any checkpoint the claim
+        vanishes (the key is free again, as after a rollback); after one the
+        record stays held until its lease lapses, and then the next retry takes
+        it over and resumes from the last recovery point.
         """
         ...
 

@@ -7,7 +7,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 
-from retrysafe.idempotency.decisions import Decision, Execute, TakeOver, judge
+from retrysafe.idempotency.decisions import (
+    Decision,
+    Execute,
+    LeaseLost,
+    Resumption,
+    TakeOver,
+    judge,
+)
 from retrysafe.idempotency.records import (
     IdempotencyRecord,
     RecordKey,
@@ -22,6 +29,9 @@ class MemoryIdempotencyStore:
     There is no transaction to share, so a handler's own writes are not atomic
     with the record: use the SQL store when the handler writes to a database.
     Every method runs without awaiting, so each claim is atomic on the event loop.
+    The semantics mirror the SQL store's: leaving the attempt without ``complete``
+    before a checkpoint frees the key (as a rollback would), after one it leaves
+    the record held until its lease runs out (as a crash would).
     """
 
     def __init__(self, *, lease_seconds: float = 60.0) -> None:
@@ -32,27 +42,37 @@ class MemoryIdempotencyStore:
     async def attempt(
         self, key: RecordKey, fingerprint: str, *, now: float, ttl: float
     ) -> AsyncIterator[Decision]:
+        token = uuid.uuid4().hex
         existing = self._records.get(key)
+        previous: IdempotencyRecord | None = None
         if existing is not None and existing.expires_at > now:
             verdict = judge(existing, fingerprint, now)
             if not isinstance(verdict, TakeOver):
                 yield verdict
                 return
-        token = uuid.uuid4().hex
-        self._records[key] = IdempotencyRecord(
-            key=key,
-            fingerprint=fingerprint,
-            status=RecordStatus.IN_PROGRESS,
-            expires_at=now + ttl,
-            locked_until=now + self._lease,
-            lock_token=token,
-        )
-        attempt = _MemoryAttempt(self._records, key, token)
+            # Taken over: the recovery point, its data and created_at (and so the
+            # external key) carry over to the new holder.
+            previous = existing
+            claimed = replace(existing, lock_token=token, locked_until=now + self._lease)
+            resumption = Resumption.of(existing)
+        else:
+            claimed = IdempotencyRecord(
+                key=key,
+                fingerprint=fingerprint,
+                status=RecordStatus.IN_PROGRESS,
+                expires_at=now + ttl,
+                locked_until=now + self._lease,
+                lock_token=token,
+                created_at=now,
+            )
+            resumption = Resumption.fresh(key, now)
+        self._records[key] = claimed
+        attempt = _MemoryAttempt(self, key, token, resumption, previous)
         try:
             yield Execute(attempt)
         finally:
-            if not attempt.settled:
-                await attempt.abandon()
+            if not attempt.settled and not attempt.checkpointed:
+                attempt.undo_claim()
 
     async def purge_expired(self, now: float) -> int:
         expired = [
@@ -66,30 +86,74 @@ class MemoryIdempotencyStore:
 
 
 class _MemoryAttempt:
-    def __init__(self, records: dict[RecordKey, IdempotencyRecord], key: RecordKey, token: str):
-        self._records = records
+    def __init__(
+        self,
+        store: MemoryIdempotencyStore,
+        key: RecordKey,
+        token: str,
+        resumption: Resumption,
+        previous: IdempotencyRecord | None,
+    ) -> None:
+        self._store = store
+        self._records = store._records
         self._key = key
         self._token = token
+        self._resumption = resumption
+        self._previous = previous
+        self._released_at = 0.0
         self.settled = False
+        self.checkpointed = False
 
-    def _still_ours(self) -> IdempotencyRecord | None:
+    @property
+    def resumption(self) -> Resumption:
+        return self._resumption
+
+    def _ours(self) -> IdempotencyRecord:
         # Fencing: a holder whose lease expired and was taken over must not write.
         record = self._records.get(self._key)
-        return record if record is not None and record.lock_token == self._token else None
+        if record is None or record.lock_token != self._token:
+            raise LeaseLost("another request took this idempotency record over")
+        return record
+
+    async def checkpoint(self, point: str, data: str | None, *, now: float) -> None:
+        record = self._ours()
+        self._records[self._key] = replace(
+            record,
+            recovery_point=point,
+            recovery_data=data,
+            locked_until=now + self._store._lease,
+        )
+        self.checkpointed = True
+        self._released_at = now
+        self._resumption = Resumption(point, data, self._resumption.external_key)
 
     async def complete(self, response: StoredResponse) -> None:
         self.settled = True
-        record = self._still_ours()
-        if record is not None:
-            self._records[self._key] = replace(
-                record,
-                status=RecordStatus.COMPLETED,
-                response=response,
-                locked_until=None,
-                lock_token=None,
-            )
+        record = self._ours()
+        self._records[self._key] = replace(
+            record,
+            status=RecordStatus.COMPLETED,
+            response=response,
+            locked_until=None,
+            lock_token=None,
+        )
 
     async def abandon(self) -> None:
         self.settled = True
-        if self._still_ours() is not None:
+        if not self.checkpointed:
+            self.undo_claim()
+            return
+        record = self._records.get(self._key)
+        if record is not None and record.lock_token == self._token:
+            # Keep the recovery point, end the lease: the next retry resumes at once.
+            self._records[self._key] = replace(record, locked_until=self._released_at)
+
+    def undo_claim(self) -> None:
+        """Put back what the claim replaced: nothing, or the record it took over."""
+        record = self._records.get(self._key)
+        if record is None or record.lock_token != self._token:
+            return
+        if self._previous is None:
             del self._records[self._key]
+        else:
+            self._records[self._key] = self._previous

@@ -4,10 +4,19 @@ This is what makes a create exactly-once on SQLite and PostgreSQL: the response
 is recorded in the same transaction as the handler's writes and sent only after
 that commit, so a crash before the commit leaves nothing behind and the retry
 executes, and a crash after it leaves a record the retry replays.
+
+A handler with an effect outside the database splits that transaction at
+recovery points (``checkpoint``). Each commits the phase's writes with the
+record, which from then on is held by a lease (``locked_until``) and a fencing
+token (``lock_token``) instead of by an open transaction: other requests see a
+live lease and get 409; once it ran out, one of them takes the record over and
+resumes from the last point; and the old holder, if it was only slow, finds
+its token gone and writes nothing (:class:`LeaseLost`).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,10 +25,19 @@ from sqlalchemy import and_, bindparam, delete, literal_column, or_, select, tex
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import BindParameter, ColumnClause
 
-from retrysafe.database.engine import Database, DatabaseUnavailable
+from retrysafe.database.engine import AmbientTransaction, Database, DatabaseUnavailable
 from retrysafe.database.schema import idempotency_records as records
-from retrysafe.idempotency.decisions import Decision, Execute, InFlight, TakeOver, judge
+from retrysafe.idempotency.decisions import (
+    Decision,
+    Execute,
+    InFlight,
+    LeaseLost,
+    Resumption,
+    TakeOver,
+    judge,
+)
 from retrysafe.idempotency.records import (
     IdempotencyRecord,
     RecordKey,
@@ -27,11 +45,15 @@ from retrysafe.idempotency.records import (
     StoredResponse,
 )
 
+DEFAULT_LEASE_SECONDS = 60.0
+"""How long a checkpointed record stays held without news from its holder."""
+
 _IN_PROGRESS = RecordStatus.IN_PROGRESS.value
 _COMPLETED = RecordStatus.COMPLETED.value
 _THIS_RECORD = and_(
     records.c.organization_id == bindparam("org"), records.c.key == bindparam("p_key")
 )
+_OURS = and_(_THIS_RECORD, records.c.lock_token == bindparam("p_token"))
 # Bind parameters are named p_<column>: SQLAlchemy reserves bare column names.
 _RESPONSE_COLUMNS = (
     "response_status",
@@ -39,19 +61,42 @@ _RESPONSE_COLUMNS = (
     "response_location",
     "response_body",
 )
+_RESPONSE: dict[str, BindParameter[Any]] = {
+    name: bindparam("p_" + name) for name in _RESPONSE_COLUMNS
+}
+_ONE: ColumnClause[Any] = literal_column("1")
 # Statements are built once: constructing and cache-keying a Core statement per
 # request costs more CPU than executing it.
 _LOAD = select(records).where(_THIS_RECORD)
+# Compare-and-set on the token that was judged: a slow holder completing between
+# our read and this update must win, not be overwritten.
 _TAKE_OVER = (
     update(records)
-    .where(_THIS_RECORD)
-    .values(locked_until=None, lock_token=None, status=_IN_PROGRESS)
+    .where(
+        _THIS_RECORD,
+        records.c.status == _IN_PROGRESS,
+        records.c.lock_token.is_not_distinct_from(bindparam("p_stale_token")),
+    )
+    .values(locked_until=None, lock_token=bindparam("p_token"))
+    .returning(_ONE)
 )
 _COMPLETE = (
     update(records)
-    .where(_THIS_RECORD)
-    .values(status=_COMPLETED, **{name: bindparam("p_" + name) for name in _RESPONSE_COLUMNS})
+    .where(_OURS)
+    .values(status=_COMPLETED, locked_until=None, lock_token=None, **_RESPONSE)
+    .returning(_ONE)
 )
+_CHECKPOINT = (
+    update(records)
+    .where(_OURS)
+    .values(
+        recovery_point=bindparam("p_point"),
+        recovery_data=bindparam("p_data"),
+        locked_until=bindparam("p_locked_until"),
+    )
+    .returning(_ONE)
+)
+_RELEASE = update(records).where(_OURS).values(locked_until=bindparam("p_locked_until"))
 _PURGE = delete(records).where(
     records.c.expires_at <= bindparam("now"),
     or_(records.c.locked_until.is_(None), records.c.locked_until <= bindparam("now")),
@@ -67,8 +112,9 @@ def _claim_statement(insert: Any) -> Any:
         "created_at": bindparam("now"),
         "expires_at": bindparam("p_expires_at"),
         "locked_until": None,
-        "lock_token": None,
+        "lock_token": bindparam("p_token"),
         "recovery_point": None,
+        "recovery_data": None,
         **{name: None for name in _RESPONSE_COLUMNS},
     }
     statement = insert(records).values(
@@ -78,40 +124,57 @@ def _claim_statement(insert: Any) -> Any:
         index_elements=[records.c.organization_id, records.c.key],
         set_=fresh,
         where=records.c.expires_at <= bindparam("now"),
-    ).returning(literal_column("1"))
+    ).returning(_ONE)
 
 
 def _record_statement(insert: Any) -> Any:
-    """Insert a finished record outright (after the handler's writes were rolled back)."""
-    return (
-        insert(records)
-        .values(
-            organization_id=bindparam("org"),
-            key=bindparam("p_key"),
-            fingerprint=bindparam("p_fingerprint"),
-            status=_COMPLETED,
-            created_at=bindparam("now"),
-            expires_at=bindparam("p_expires_at"),
-            **{name: bindparam("p_" + name) for name in _RESPONSE_COLUMNS},
-        )
-        .on_conflict_do_nothing()
+    """Record a finished answer after the claim's transaction was rolled back.
+
+    The rollback undid the claim too, so the row is back as it was before it: absent,
+    expired, or an earlier holder's with a lapsed lease (a take-over). Each of those
+    is ours to overwrite, as the claim judged. Anything else means another request
+    claimed the key in between; then nothing is written and no row comes back.
+    """
+    finished: dict[str, Any] = {
+        "fingerprint": bindparam("p_fingerprint"),
+        "status": _COMPLETED,
+        "expires_at": bindparam("p_expires_at"),
+        "locked_until": None,
+        "lock_token": None,
+        **_RESPONSE,
+    }
+    statement = insert(records).values(
+        organization_id=bindparam("org"),
+        key=bindparam("p_key"),
+        created_at=bindparam("now"),
+        **finished,
     )
+    ours = or_(
+        records.c.expires_at <= bindparam("now"),
+        and_(records.c.status == _IN_PROGRESS, records.c.locked_until <= bindparam("now")),
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[records.c.organization_id, records.c.key], set_=finished, where=ours
+    ).returning(_ONE)
 
 
 class SqlIdempotencyStore:
     """Idempotency records in the service's own database (SQLite or PostgreSQL)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
         self._db = db
+        self.lease_seconds = lease_seconds
         insert = sqlite.insert if db.is_sqlite else postgresql.insert
         self._claim_sql = db.prepare(_claim_statement(insert))
         self._complete_sql = db.prepare(_COMPLETE)
+        self._checkpoint_sql = db.prepare(_CHECKPOINT)
         self._record_sql = db.prepare(_record_statement(insert))
-        # Keys being executed by this process. A second request with one of them is
-        # answered 409 at once instead of queueing behind the first one's
+        # Keys whose claim transaction this process holds open. A second request
+        # with one of them is answered 409 at once instead of queueing behind that
         # transaction. Correctness never depends on this set: across processes the
         # database's own lock (SQLite's write lock, a PostgreSQL advisory lock)
-        # keeps a key from running twice.
+        # keeps a key from running twice. A key leaves the set at its first
+        # checkpoint, when the lease takes over from the transaction.
         self._running: set[RecordKey] = set()
 
     @asynccontextmanager
@@ -122,17 +185,32 @@ class SqlIdempotencyStore:
             yield InFlight(retry_after=1)
             return
         self._running.add(key)
+        decision: Decision | None = None
         try:
-            async with self._db.ambient_transaction() as conn:
-                decision = await self._claim(conn, key, fingerprint, now, ttl)
+            async with self._db.ambient_transaction() as ambient:
+                conn = await ambient.connection()
+                decision = await self._claim(ambient, conn, key, fingerprint, now, ttl)
                 if not isinstance(decision, Execute):
                     await conn.rollback()
                 yield decision
         finally:
-            self._running.discard(key)
+            # After a checkpoint the key already left the set, and another request of
+            # this process may have claimed it since: that entry is not ours to remove.
+            if not (
+                isinstance(decision, Execute)
+                and isinstance(decision.attempt, _SqlAttempt)
+                and decision.attempt.checkpointed
+            ):
+                self._running.discard(key)
 
     async def _claim(
-        self, conn: AsyncConnection, key: RecordKey, fingerprint: str, now: float, ttl: float
+        self,
+        ambient: AmbientTransaction,
+        conn: AsyncConnection,
+        key: RecordKey,
+        fingerprint: str,
+        now: float,
+        ttl: float,
     ) -> Decision:
         ids = {"org": key.organization_id, "p_key": key.key}
         if not self._db.is_sqlite:
@@ -142,14 +220,36 @@ class SqlIdempotencyStore:
             lock = f"{key.organization_id}\x1f{key.key}"
             if not await conn.scalar(_PG_TRY_LOCK, {"lock": lock}):
                 return InFlight(retry_after=1)
-        params = {**ids, "p_fingerprint": fingerprint, "now": now, "p_expires_at": now + ttl}
+        token = uuid.uuid4().hex
+        params = {
+            **ids,
+            "p_fingerprint": fingerprint,
+            "now": now,
+            "p_expires_at": now + ttl,
+            "p_token": token,
+        }
         if await self._claim_sql.first(conn, params) is not None:
-            return Execute(_SqlAttempt(self, conn, params))
+            return Execute(_SqlAttempt(self, ambient, key, params, created_at=now))
         existing = await _load(conn, key)
         verdict = judge(existing, fingerprint, now)
         if isinstance(verdict, TakeOver):
-            await conn.execute(_TAKE_OVER, ids)
-            return Execute(_SqlAttempt(self, conn, {**params, "p_expires_at": existing.expires_at}))
+            cas = {**ids, "p_token": token, "p_stale_token": existing.lock_token}
+            if not (await conn.execute(_TAKE_OVER, cas)).first():
+                # The holder finished (or another request took over) since we read the
+                # row: judge what is there now instead.
+                verdict = judge(await _load(conn, key), fingerprint, now)
+                return InFlight(retry_after=1) if isinstance(verdict, TakeOver) else verdict
+            params["p_expires_at"] = existing.expires_at
+            return Execute(
+                _SqlAttempt(
+                    self,
+                    ambient,
+                    key,
+                    params,
+                    created_at=existing.created_at,
+                    resumption=Resumption.of(existing),
+                )
+            )
         return verdict
 
     async def purge_expired(self, now: float) -> int:
@@ -158,12 +258,52 @@ class SqlIdempotencyStore:
 
 
 class _SqlAttempt:
+    """One claimed record, held first by the open transaction and, after a checkpoint, by
+    the lease and the token."""
+
     def __init__(
-        self, store: SqlIdempotencyStore, conn: AsyncConnection, params: dict[str, Any]
+        self,
+        store: SqlIdempotencyStore,
+        ambient: AmbientTransaction,
+        key: RecordKey,
+        params: dict[str, Any],
+        *,
+        created_at: float,
+        resumption: Resumption | None = None,
     ) -> None:
         self._store = store
-        self._conn = conn
+        self._ambient = ambient
+        self._key = key
         self._params = params
+        self._created_at = created_at
+        # Computed on first use: most requests never ask, and it costs a hash.
+        self._resumption = resumption
+        self._released_at: float | None = None
+        self.checkpointed = False
+        """Whether a checkpoint committed: from then on every write is fenced by the token."""
+
+    @property
+    def resumption(self) -> Resumption:
+        if self._resumption is None:
+            self._resumption = Resumption.fresh(self._key, self._created_at)
+        return self._resumption
+
+    async def checkpoint(self, point: str, data: str | None, *, now: float) -> None:
+        lease = self._store.lease_seconds
+        params = {**self._params, "p_point": point, "p_data": data, "p_locked_until": now + lease}
+        try:
+            conn = await self._ambient.connection()
+            await self._write_fenced(conn, self._store._checkpoint_sql, params)
+            # The phase is durable; give back the connection and the write lock so the
+            # external call that follows holds neither.
+            await self._ambient.release()
+        except OperationalError as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
+        if not self.checkpointed:
+            self.checkpointed = True
+            self._store._running.discard(self._key)
+        self._released_at = now
+        self._resumption = Resumption(point, data, self.resumption.external_key)
 
     async def complete(self, response: StoredResponse) -> None:
         stored = {
@@ -173,20 +313,49 @@ class _SqlAttempt:
             "p_response_location": response.location,
             "p_response_body": response.body,
         }
-        db = self._store._db
         try:
             if response.status < 400:
-                await db.execute_and_commit(self._conn, self._store._complete_sql, stored)
+                conn = await self._ambient.connection()
+                await self._write_fenced(conn, self._store._complete_sql, stored)
                 return
-            # An error answer keeps none of the handler's writes, only the record.
-            await self._conn.rollback()
-            await self._conn.begin()
-            await db.execute_and_commit(self._conn, self._store._record_sql, stored)
+            # An error answer keeps none of the phase's writes, only the record.
+            conn = await self._ambient.restart()
+            if self.checkpointed:
+                await self._write_fenced(conn, self._store._complete_sql, stored)
+                return
+            # Before any checkpoint the rollback undid the claim as well.
+            if not await self._store._record_sql.rows(conn, stored):
+                await self._ambient.release()
+                raise LeaseLost("another request claimed this idempotency key meanwhile")
+            await conn.commit()
         except OperationalError as exc:
             raise DatabaseUnavailable(str(exc)) from exc
 
     async def abandon(self) -> None:
-        await self._conn.rollback()
+        await self._ambient.release()
+        if not self.checkpointed:
+            return  # the rollback took the claim with it: the key is free again
+        # Keep the recovery point, end the lease: the next retry resumes at once.
+        params = {**self._params, "p_locked_until": self._released_at}
+        try:
+            async with self._store._db.transaction() as conn:
+                await conn.execute(_RELEASE, params)
+                await conn.commit()
+        except OperationalError as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
+
+    async def _write_fenced(self, conn: AsyncConnection, statement: Any, params: Any) -> None:
+        """Run ``statement`` (fenced by our token) and commit, or raise :class:`LeaseLost`."""
+        db = self._store._db
+        if not self.checkpointed:
+            # The claim's transaction has been open all along, so the row is still
+            # ours: the statement and the commit can travel together.
+            await db.execute_and_commit(conn, statement, params)
+            return
+        if not await statement.rows(conn, params):
+            await self._ambient.release()
+            raise LeaseLost("another request took this idempotency record over")
+        await conn.commit()
 
 
 async def _load(conn: AsyncConnection, key: RecordKey) -> IdempotencyRecord:
@@ -208,4 +377,6 @@ async def _load(conn: AsyncConnection, key: RecordKey) -> IdempotencyRecord:
         locked_until=row.locked_until,
         lock_token=row.lock_token,
         recovery_point=row.recovery_point,
+        recovery_data=row.recovery_data,
+        created_at=row.created_at,
     )
