@@ -1,0 +1,279 @@
+"""Medians, same-run ratios, the targets of issue 6, and the markdown that reports them.
+
+``docs/benchmarks.md`` keeps its hand-written analysis; only the part between the
+``results`` markers is replaced by each run, so the numbers and their reading stay
+in one file without one overwriting the other.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.growth import GrowthPoint
+from benchmarks.rows import ROWS, Measurement
+
+START = "<!-- results:start (written by benchmarks/run.py; edits here are overwritten) -->"
+END = "<!-- results:end -->"
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The medians of one row over its passes."""
+
+    key: str
+    label: str
+    passes: int
+    rps: float
+    ratio: float | None
+    """Median over passes of this row's req/s divided by the baseline's in the same pass."""
+    p50_ms: float
+    p99_ms: float
+    cpu_ms_per_request: float
+    worker_share: str
+    """Each busy server process's share of the server CPU, e.g. "51/49 %"."""
+    unexpected: int
+    requests: int
+    statuses: dict[int, int]
+    socket_errors: int
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    measured: float
+    goal: float
+    at_least: bool
+    unit: str = "x"
+
+    @property
+    def met(self) -> bool:
+        return self.measured >= self.goal if self.at_least else self.measured <= self.goal
+
+    @property
+    def margin(self) -> str:
+        """How far the measurement is from the goal, relative to the goal."""
+        relative = (self.measured - self.goal) / self.goal * 100
+        return f"{relative:+.0f} %"
+
+
+def _median(values: Iterable[float]) -> float:
+    listed = [v for v in values if v == v]  # NaN never counts
+    return statistics.median(listed) if listed else float("nan")
+
+
+def _share(measurements: Sequence[Measurement]) -> str:
+    totals: list[float] = []
+    for measurement in measurements:
+        for index, seconds in enumerate(measurement.worker_cpu_seconds):
+            if index >= len(totals):
+                totals.append(0.0)
+            totals[index] += seconds
+    whole = sum(totals)
+    if len(totals) < 2 or whole == 0:
+        return ""
+    return "/".join(f"{100 * part / whole:.0f}" for part in totals) + " %"
+
+
+def summarize(passes: Sequence[dict[str, Measurement]]) -> list[Summary]:
+    """One :class:`Summary` per row measured, in table order."""
+    summaries = []
+    for row in ROWS:
+        runs = [one[row.key] for one in passes if row.key in one]
+        if not runs:
+            continue
+        paired = [
+            one[row.key].result.rps / one["bare"].result.rps
+            for one in passes
+            if row.key in one and "bare" in one and one["bare"].result.rps > 0
+        ]
+        statuses: dict[int, int] = {}
+        for run in runs:
+            for status, count in run.result.statuses.items():
+                statuses[status] = statuses.get(status, 0) + count
+        summaries.append(
+            Summary(
+                key=row.key,
+                label=row.label,
+                passes=len(runs),
+                rps=_median(r.result.rps for r in runs),
+                ratio=_median(paired) if paired else None,
+                p50_ms=_median(r.result.p50_ms for r in runs),
+                p99_ms=_median(r.result.p99_ms for r in runs),
+                cpu_ms_per_request=_median(r.cpu_ms_per_request for r in runs),
+                worker_share=_share(runs),
+                unexpected=sum(r.unexpected for r in runs),
+                requests=sum(r.result.requests for r in runs),
+                statuses=statuses,
+                socket_errors=sum(r.result.socket_errors for r in runs),
+            )
+        )
+    return summaries
+
+
+def _paired(passes: Sequence[dict[str, Measurement]], top: str, bottom: str) -> float | None:
+    ratios = [
+        one[top].result.rps / one[bottom].result.rps
+        for one in passes
+        if top in one and bottom in one and one[bottom].result.rps > 0
+    ]
+    return _median(ratios) if ratios else None
+
+
+def targets(
+    passes: Sequence[dict[str, Measurement]], growth: Sequence[GrowthPoint] = ()
+) -> list[Target]:
+    """The targets of issue 6 that this run measured (ratios paired within each pass)."""
+    found: list[Target] = []
+
+    def ratio(name: str, top: str, bottom: str, goal: float) -> None:
+        value = _paired(passes, top, bottom)
+        if value is not None:
+            found.append(Target(name, value, goal, at_least=True))
+
+    ratio("create ≥ 0.6× baseline", "create", "bare", 0.6)
+    ratio("replay ≥ 1.2× baseline", "replay", "bare", 1.2)
+    ratio("4xx path ≥ 1.2× baseline", "error", "bare", 1.2)
+    creates = [one["create"].result.p99_ms for one in passes if "create" in one]
+    if creates:
+        p99 = _median(creates)
+        found.append(Target("create p99 ≤ 40 ms at 32 connections", p99, 40, False, " ms"))
+    ratio("PostgreSQL create ≥ 0.5× SQLite baseline", "postgres", "bare", 0.5)
+    ratio("2 workers ≥ 1.8× one worker (create)", "workers", "create", 1.8)
+    ratio("create ≥ 2× the peer", "create", "peer", 2.0)
+    if len(growth) >= 2:
+        first, last = growth[0], growth[-1]
+        change = abs(last.rps / first.rps - 1) * 100 if first.rps else float("nan")
+        found.append(
+            Target(
+                f"growth: req/s within ±10 % from {first.label} to {last.label} records",
+                change,
+                10,
+                False,
+                " %",
+            )
+        )
+        found.append(
+            Target("growth: server RSS ≤ 200 MB", max(p.rss_mb for p in growth), 200, False, " MB")
+        )
+    return found
+
+
+def _number(value: float | None, digits: int = 1, suffix: str = "") -> str:
+    if value is None or value != value:
+        return "–"
+    return f"{value:.{digits}f}{suffix}"
+
+
+def _statuses(summary: Summary) -> str:
+    return ", ".join(
+        f"{status}: {100 * count / max(summary.requests, 1):.0f} %"
+        for status, count in sorted(summary.statuses.items(), key=lambda kv: -kv[1])
+    )
+
+
+def table(summaries: Sequence[Summary]) -> str:
+    lines = [
+        "| row | req/s | × baseline | p50 ms | p99 ms | server CPU ms/req"
+        " | CPU per process | answers |",
+        "|---|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    for s in summaries:
+        lines.append(
+            f"| {s.label} | {s.rps:.0f} | {_number(s.ratio, 2, '×')} | {_number(s.p50_ms)}"
+            f" | {_number(s.p99_ms)} | {_number(s.cpu_ms_per_request, 2)} | {s.worker_share}"
+            f" | {_statuses(s)}{f'; {s.socket_errors} socket errors' if s.socket_errors else ''} |"
+        )
+    return "\n".join(lines)
+
+
+def targets_table(found: Sequence[Target]) -> str:
+    lines = ["| target | measured | goal | met | margin |", "|---|--:|--:|---|--:|"]
+    for t in found:
+        digits = 2 if t.unit == "x" else 1
+        unit = "×" if t.unit == "x" else t.unit
+        lines.append(
+            f"| {t.name} | {t.measured:.{digits}f}{unit} | {t.goal:g}{unit} "
+            f"| {'met' if t.met else '**missed**'} | {t.margin} |"
+        )
+    return "\n".join(lines)
+
+
+def growth_table(points: Sequence[GrowthPoint]) -> str:
+    lines = [
+        "| idempotency records before the run | req/s | p99 ms | server RSS MiB | database MiB |",
+        "|--:|--:|--:|--:|--:|",
+    ]
+    for p in points:
+        lines.append(
+            f"| {p.label} | {p.rps:.0f} | {_number(p.p99_ms)} | {p.rss_mb:.0f} | {p.db_mb:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def results_section(
+    *,
+    summaries: Sequence[Summary],
+    found: Sequence[Target],
+    growth: Sequence[GrowthPoint],
+    facts: dict[str, str],
+    machine: dict[str, str],
+    versions: dict[str, str],
+    commands: Sequence[str],
+    quiet_note: str,
+) -> str:
+    def listing(pairs: dict[str, str]) -> str:
+        return "\n".join(f"- {name}: {value}" for name, value in pairs.items())
+
+    parts = [
+        START,
+        "",
+        "## Results of the last run",
+        "",
+        listing(facts),
+        "",
+        quiet_note,
+        "",
+        table(summaries),
+        "",
+        "### Targets",
+        "",
+        targets_table(found) if found else "No target could be computed from this run.",
+    ]
+    if growth:
+        title = "### Growth (SQLite, one worker, create with new keys)"
+        parts += ["", title, "", growth_table(growth)]
+    parts += [
+        "",
+        "### Machine",
+        "",
+        listing(machine),
+        "",
+        "### Versions",
+        "",
+        listing(versions),
+        "",
+        "### Commands",
+        "",
+        "```",
+        *commands,
+        "```",
+        "",
+        END,
+    ]
+    return "\n".join(parts)
+
+
+def write(path: Path, section: str, skeleton: Callable[[str], str]) -> None:
+    """Put ``section`` into ``path`` between the markers, keeping everything else."""
+    text = path.read_text() if path.exists() else ""
+    if START in text and END in text:
+        before, _, rest = text.partition(START)
+        _, _, after = rest.partition(END)
+        text = before + section + after
+    else:
+        text = skeleton(section)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

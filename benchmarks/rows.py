@@ -1,0 +1,138 @@
+"""The rows of the benchmark table, and one measured run of a row.
+
+A run starts the row's server on a fresh database, drives it with wrk, and reads
+the CPU every server process used meanwhile, so a row reports both what the
+client saw (requests/second, latency) and what the server paid (CPU per request,
+and per worker when there are several).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks import databases, proc, servers, wrk
+from benchmarks.servers import ServerSpec
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: a server and the requests wrk sends it."""
+
+    key: str
+    label: str
+    server: ServerSpec
+    mode: str
+    """create.lua's MODE: new (a fresh key per request), same (one key) or bad (invalid body)."""
+    expected_status: int
+    """What every answer of this row should be; other statuses are reported."""
+
+
+ROWS: tuple[Row, ...] = (
+    Row("bare", "1 baseline: bare FastAPI insert (SQLite)", ServerSpec("bare"), "new", 201),
+    Row("create", "2 retrysafe create, new key (SQLite)", ServerSpec("retrysafe"), "new", 201),
+    Row("replay", "3 retrysafe replay, one key (SQLite)", ServerSpec("retrysafe"), "same", 201),
+    Row("error", "4 retrysafe 4xx, recorded then replayed", ServerSpec("retrysafe"), "bad", 400),
+    Row(
+        "postgres",
+        "5 retrysafe create (PostgreSQL)",
+        ServerSpec("retrysafe", database="postgres"),
+        "new",
+        201,
+    ),
+    Row(
+        "workers",
+        "6 retrysafe create, 2 workers (SQLite)",
+        ServerSpec("retrysafe", workers=2),
+        "new",
+        201,
+    ),
+    Row("peer", "7 peer asgi-idempotency-header + Redis", ServerSpec("peer"), "new", 201),
+)
+ROWS_BY_KEY = {row.key: row for row in ROWS}
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One run of one row."""
+
+    row: str
+    result: wrk.WrkResult
+    cpu_ms_per_request: float
+    """Server CPU (all its processes, user + system) per answered request."""
+    worker_cpu_seconds: tuple[float, ...]
+    """CPU seconds of each server process that used any, busiest first."""
+    rss_mb: float
+    """Resident memory of all server processes right after the load, in MiB."""
+    argv: tuple[str, ...]
+    """The server's command line (``python`` stands for the interpreter)."""
+
+    @property
+    def unexpected(self) -> int:
+        """Answers whose status is not the row's expected one."""
+        expected = ROWS_BY_KEY[self.row].expected_status
+        return sum(n for status, n in self.result.statuses.items() if status != expected)
+
+
+@contextlib.contextmanager
+def _peer_env() -> Iterator[dict[str, str]]:
+    """The peer's Redis key prefix for one run; its keys are deleted afterwards."""
+    import redis
+
+    prefix = f"retrysafe-bench-peer-{uuid.uuid4().hex[:8]}"
+    try:
+        yield {"PEER_REDIS_URL": REDIS_URL, "PEER_PREFIX": prefix}
+    finally:
+        client = redis.Redis.from_url(REDIS_URL)
+        try:
+            batch = []
+            for name in client.scan_iter(match=f"{prefix}*", count=1000):
+                batch.append(name)
+                if len(batch) >= 1000:
+                    client.delete(*batch)
+                    batch = []
+            if batch:
+                client.delete(*batch)
+        finally:
+            client.close()
+
+
+def measure(
+    row: Row, *, seconds: int, connections: int, database_url: str | None = None
+) -> Measurement:
+    """Run ``row`` once on a fresh database (or on ``database_url`` when given)."""
+    with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rs-bench-")))
+        if database_url is None:
+            database_url = stack.enter_context(databases.fresh(row.server.database, workdir))
+        env = stack.enter_context(_peer_env()) if row.server.kind == "peer" else {}
+        server = stack.enter_context(
+            servers.serving(row.server, workdir=workdir, database_url=database_url, env=env)
+        )
+        return load(row, server, seconds=seconds, connections=connections)
+    raise AssertionError("unreachable")  # pragma: no cover - ExitStack never swallows here
+
+
+def load(row: Row, server: servers.RunningServer, *, seconds: int, connections: int) -> Measurement:
+    """Drive a running ``server`` with ``row``'s requests and read what it cost."""
+    pids = server.pids()
+    before = {pid: proc.cpu_seconds(pid) for pid in pids}
+    result, _output = wrk.run(
+        server.url, mode=row.mode, api_key=server.api_key, seconds=seconds, connections=connections
+    )
+    used = {pid: proc.cpu_seconds(pid) - before[pid] for pid in pids}
+    answered = max(result.requests, 1)
+    return Measurement(
+        row=row.key,
+        result=result,
+        cpu_ms_per_request=1000 * sum(used.values()) / answered,
+        worker_cpu_seconds=tuple(sorted((c for c in used.values() if c > 0.05), reverse=True)),
+        rss_mb=sum(proc.rss_bytes(pid) for pid in pids) / 2**20,
+        argv=tuple(server.argv),
+    )
