@@ -1,10 +1,10 @@
 """SIGKILL the real server mid-traffic: every retried key yields exactly one account.
 
-This is the exactly-once promise of SPEC §3 tested the hard way: the handler's writes
-and the recorded response commit in one SQLite transaction, and the response leaves
-only after the commit. So whatever the client saw before the crash is durable and
-replays byte for byte, and whatever it did not see either committed whole (replay)
-or left nothing behind (the retry executes).
+This is the exactly-once promise of SPEC §3 tested the hard way, on SQLite and on
+PostgreSQL: the handler's writes and the recorded response commit in one database
+transaction, and the response leaves only after the commit. So whatever the client saw
+before the crash is durable and replays byte for byte, and whatever it did not see
+either committed whole (replay) or left nothing behind (the retry executes).
 """
 
 from __future__ import annotations
@@ -15,11 +15,15 @@ import os
 import signal
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
+from tests.conftest import run_sync
+from tests.support import postgres
 
 from server_process import ServerProcess, run_cli, start_server
 
@@ -32,6 +36,37 @@ BUDGET = 55.0
 """Seconds the whole test may take, server starts included; each step gets what is left."""
 
 SERVER_ARGS = ("--rate-limit", "1000000/second", "--max-in-flight", "10000")
+
+COUNT_ACCOUNTS = "SELECT count(*), count(DISTINCT reference_id) FROM accounts"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A new database, left empty: ``keys create`` creates and migrates it as a user's would."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'crash.db'}"
+        return
+    if not run_sync(postgres.reachable):
+        pytest.skip(postgres.SKIP_REASON)
+    name = run_sync(postgres.create_database)
+    try:
+        yield postgres.url_of(name)
+    finally:
+        run_sync(lambda: postgres.drop_database(name))
+
+
+async def count_accounts(url: str) -> tuple[int, int]:
+    """Accounts in the database, and distinct reference ids among them, read directly."""
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            total, distinct = conn.execute(COUNT_ACCOUNTS).fetchone()
+        return total, distinct
+    conn = await asyncpg.connect(url)
+    try:
+        row = await conn.fetchrow(COUNT_ACCOUNTS)
+    finally:
+        await conn.close()
+    return row[0], row[1]
 
 
 @dataclass(frozen=True)
@@ -157,16 +192,14 @@ async def accounts_by_reference(
     return dict(results)
 
 
-async def test_sigkill_mid_traffic_then_retry_every_key(tmp_path: Path) -> None:
+async def test_sigkill_mid_traffic_then_retry_every_key(tmp_path: Path, database_url: str) -> None:
     """Before the crash: answers are durable. After it: one account per key, replays exact."""
     budget = Budget(BUDGET)
-    db_path = tmp_path / "crash.db"
-    db_url = f"sqlite:///{db_path}"
-    created = run_cli("keys", "create", "--org", "crash", "--database", db_url, cwd=tmp_path)
+    created = run_cli("keys", "create", "--org", "crash", "--database", database_url, cwd=tmp_path)
     assert created.returncode == 0, created.stderr
     secret = created.stdout.splitlines()[-1]
 
-    first = start_server([*SERVER_ARGS, "--database", db_url], cwd=tmp_path)
+    first = start_server([*SERVER_ARGS, "--database", database_url], cwd=tmp_path)
     try:
         first.wait_healthy(timeout=min(30, budget.left()))
         before = await traffic_until_killed(first, secret, budget)
@@ -177,7 +210,7 @@ async def test_sigkill_mid_traffic_then_retry_every_key(tmp_path: Path) -> None:
     assert KILL_AFTER <= len(before) < KEYS, len(before)
     assert {seen.status for seen in before.values()} <= {201, 503}, before
 
-    second = start_server([*SERVER_ARGS, "--database", db_url], cwd=tmp_path)
+    second = start_server([*SERVER_ARGS, "--database", database_url], cwd=tmp_path)
     try:
         second.wait_healthy(timeout=min(30, budget.left()))
         after = await retry_everything(second, secret, budget)
@@ -204,8 +237,4 @@ async def test_sigkill_mid_traffic_then_retry_every_key(tmp_path: Path) -> None:
         account_id = json.loads(retry.body)["data"]["id"]
         assert listed[i] == [account_id], (i, listed[i])
 
-    with sqlite3.connect(db_path) as conn:
-        total, distinct = conn.execute(
-            "SELECT count(*), count(DISTINCT reference_id) FROM accounts"
-        ).fetchone()
-    assert (total, distinct) == (KEYS, KEYS)
+    assert await count_accounts(database_url) == (KEYS, KEYS)
