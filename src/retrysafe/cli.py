@@ -193,9 +193,13 @@ def serve(
     # Settings object, so they rebuild it from the same RETRYSAFE_* variables.
     os.environ.update(config.settings_to_env(settings))
     os.environ[env_name("log-level")] = log_level.value
-    uvicorn.run(
-        "retrysafe.service.asgi_entry:create_app_from_env", factory=True, workers=workers, **common
-    )
+    # Each worker accepts on its own SO_REUSEPORT socket, so connections are shared evenly.
+    from retrysafe.service.workers import ListenError, run_workers
+
+    try:
+        run_workers("retrysafe.service.asgi_entry:create_app_from_env", workers=workers, **common)
+    except ListenError as exc:
+        raise CliError(str(exc)) from None
 
 
 # The reference upstream provider (`retrysafe provider [--port] [--delay] [--fail-rate]`,
