@@ -16,6 +16,18 @@ request, either relays or injects one fault:
   load balancer, a 429, a 409 in flight).
 * ``ReplaceAnswer(canned)`` — forward, let the server execute, then send the
   canned answer instead of the server's (a 5xx after the write happened).
+* ``Fault.TRUNCATE_ANSWER`` — forward and read the answer, send its head and
+  half its body, then close: the client sees the connection end mid-answer.
+* ``SlowAnswer(chunk_size, interval)`` — forward, then trickle the server's
+  answer to the client ``chunk_size`` bytes every ``interval`` seconds (a
+  slow body; with an interval above the client's read timeout it times out
+  mid-body).
+* ``SlowRequest(chunk_size, interval)`` — trickle the request to the server
+  the same way (a slow upload), then relay the answer.
+
+Requests with no planned action are relayed, or, when a chooser is set
+(``set_chooser``), get the action it picks: a chaos run draws every
+request's fault at random that way.
 
 Every request is recorded — method, path, headers (so the
 ``Idempotency-Key``), body, the action taken, whether it was forwarded and
@@ -39,11 +51,21 @@ import socket
 import struct
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 
-__all__ = ["Action", "Canned", "Fault", "FaultProxy", "RecordedRequest", "ReplaceAnswer"]
+__all__ = [
+    "Action",
+    "Canned",
+    "Chooser",
+    "Fault",
+    "FaultProxy",
+    "RecordedRequest",
+    "ReplaceAnswer",
+    "SlowAnswer",
+    "SlowRequest",
+]
 
 
 class Fault(enum.Enum):
@@ -54,6 +76,7 @@ class Fault(enum.Enum):
     STALL = "stall"
     RESET = "reset"
     RESET_BEFORE_FORWARD = "reset_before_forward"
+    TRUNCATE_ANSWER = "truncate_answer"
 
 
 @dataclass(frozen=True)
@@ -98,7 +121,26 @@ class ReplaceAnswer:
     answer: Canned
 
 
-Action = Fault | Canned | ReplaceAnswer
+@dataclass(frozen=True)
+class SlowAnswer:
+    """Forward the request, then send the server's answer ``chunk_size`` bytes per ``interval``."""
+
+    chunk_size: int = 64
+    interval: float = 0.02
+
+
+@dataclass(frozen=True)
+class SlowRequest:
+    """Send the request to the server ``chunk_size`` bytes per ``interval``, then relay."""
+
+    chunk_size: int = 64
+    interval: float = 0.02
+
+
+Action = Fault | Canned | ReplaceAnswer | SlowAnswer | SlowRequest
+
+Chooser = Callable[[str, str], Action]
+"""``chooser(method, path)``: the action for a request nothing was planned for."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +234,17 @@ async def _read_message(
     return message
 
 
+async def _trickle(
+    writer: asyncio.StreamWriter, data: bytes, chunk_size: int, interval: float
+) -> None:
+    """Write ``data`` a chunk at a time with a pause before each chunk after the first."""
+    for start in range(0, len(data), chunk_size):
+        if start:
+            await asyncio.sleep(interval)
+        writer.write(data[start : start + chunk_size])
+        await writer.drain()
+
+
 def _reset(writer: asyncio.StreamWriter) -> None:
     """Close with RST instead of FIN: SO_LINGER on with a zero timeout, then abort."""
     sock = writer.get_extra_info("socket")
@@ -213,6 +266,7 @@ class FaultProxy:
         self.stall_seconds = stall_seconds
         self._lock = threading.Lock()
         self._plan: deque[tuple[Action, str | None]] = deque()
+        self._chooser: Chooser | None = None
         self._records: list[RecordedRequest] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -233,6 +287,15 @@ class FaultProxy:
         """
         with self._lock:
             self._plan.extend((action, method) for action in actions)
+
+    def set_chooser(self, chooser: Chooser | None) -> None:
+        """Let ``chooser(method, path)`` pick the action for requests with none planned.
+
+        Planned actions still come first; ``None`` goes back to relaying. The
+        chooser runs on the proxy's thread, once per request.
+        """
+        with self._lock:
+            self._chooser = chooser
 
     def clear(self) -> None:
         """Forget the plan and the recorded requests."""
@@ -323,7 +386,7 @@ class FaultProxy:
                 except (_ClosedError, asyncio.IncompleteReadError, ConnectionError):
                     return
                 method, path = request.start_line.split()[:2]
-                action = self._next_action(method)
+                action = self._next_action(method, path)
                 headers = {name.lower(): value for name, value in request.headers}
                 seen = RecordedRequest(method, path, headers, request.body, action, forwarded=False)
                 if isinstance(action, Canned):
@@ -338,17 +401,28 @@ class FaultProxy:
                     return
                 if upstream is None:
                     upstream = await asyncio.open_connection(*self._upstream)
-                upstream[1].write(request.raw)
-                await upstream[1].drain()
+                try:
+                    if isinstance(action, SlowRequest):
+                        await _trickle(upstream[1], request.raw, action.chunk_size, action.interval)
+                    else:
+                        upstream[1].write(request.raw)
+                        await upstream[1].drain()
+                except ConnectionError:
+                    # The server went away mid-request (killed): the client sees the close.
+                    self._record(seen, forwarded=True)
+                    return
                 try:
                     response = await _read_message(upstream[0], request_method=method)
                 except (_ClosedError, asyncio.IncompleteReadError, ConnectionError):
                     self._record(seen, forwarded=True)
                     return
                 self._record(seen, forwarded=True, response=response)
-                if action is Fault.RELAY:
-                    writer.write(response.raw)
-                    await writer.drain()
+                if action is Fault.RELAY or isinstance(action, SlowRequest | SlowAnswer):
+                    if isinstance(action, SlowAnswer):
+                        await _trickle(writer, response.raw, action.chunk_size, action.interval)
+                    else:
+                        writer.write(response.raw)
+                        await writer.drain()
                     if (response.header("connection") or "").lower() == "close":
                         return
                     continue
@@ -360,6 +434,11 @@ class FaultProxy:
                 if action is Fault.RESET:
                     _reset(writer)
                     aborted = True
+                    return
+                if action is Fault.TRUNCATE_ANSWER:
+                    head = len(response.raw) - len(response.body)
+                    writer.write(response.raw[: head + len(response.body) // 2])
+                    await writer.drain()
                     return
                 if isinstance(action, ReplaceAnswer):
                     writer.write(action.answer.render())
@@ -398,13 +477,14 @@ class FaultProxy:
         with self._lock:
             self._records.append(replace(seen, forwarded=forwarded))
 
-    def _next_action(self, method: str) -> Action:
+    def _next_action(self, method: str, path: str) -> Action:
         with self._lock:
             for index, (action, wanted) in enumerate(self._plan):
                 if wanted is None or wanted == method:
                     del self._plan[index]
                     return action
-        return Fault.RELAY
+            chooser = self._chooser
+        return Fault.RELAY if chooser is None else chooser(method, path)
 
 
 @contextlib.contextmanager
