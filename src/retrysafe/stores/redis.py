@@ -14,6 +14,9 @@ What it guarantees, while Redis is up and answering:
 - **Crash safety by lease.** A claim is held by a lease from the start (there
   is no transaction that a crash would roll back); a retry after the lease
   ran out takes the record over and resumes from its last recovery point.
+  Leaving the attempt without ``complete`` mirrors the SQL store: before a
+  checkpoint the claim is undone (as a rollback would), after one the record
+  stays held until its lease runs out (as a crash would).
 
 What it does **not** guarantee: the handler's own database writes are *not*
 atomic with the record. There is no transaction shared by Redis and a
@@ -83,7 +86,7 @@ _TAKE_OVER_ATTEMPTS = 3
 
 # Claim the key when it is free or logically expired; otherwise return the record
 # so Python can judge it. ARGV: now, fingerprint, expires_at, locked_until, token,
-# record_id, ttl in ms. Times travel as Python float reprs and are only compared
+# ttl in ms. Times travel as Python float reprs and are only compared
 # here, never computed, so no precision is lost in Lua's number formatting.
 _CLAIM = """
 local now = tonumber(ARGV[1])
@@ -96,8 +99,8 @@ end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'fingerprint', ARGV[2], 'status', 'in_progress',
   'expires_at', ARGV[3], 'locked_until', ARGV[4], 'lock_token', ARGV[5],
-  'record_id', ARGV[6], 'created_at', ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[7])
+  'created_at', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
 return {'claimed'}
 """
 
@@ -138,18 +141,20 @@ end
 return 1
 """
 
-# Abandon: without a recovery point the key is free again; with one the record
-# stays and its lease is released (locked_until 0 is always in the past), so the
-# next retry takes it over at once. ARGV: token.
+# Let go of a claim: 'delete' frees the key (a fresh claim nobody checkpointed);
+# 'release' keeps the record, its recovery point and created_at (so its external
+# key) and ends the lease (locked_until 0 is always past), so the next retry takes
+# it over at once. Removing the token keeps every earlier holder fenced off.
+# ARGV: token, 'delete' or 'release'.
 _ABANDON = """
 if redis.call('HGET', KEYS[1], 'lock_token') ~= ARGV[1] then
   return 0
 end
-if redis.call('HEXISTS', KEYS[1], 'recovery_point') == 1 then
+if ARGV[2] == 'delete' then
+  redis.call('DEL', KEYS[1])
+else
   redis.call('HDEL', KEYS[1], 'lock_token')
   redis.call('HSET', KEYS[1], 'locked_until', '0')
-else
-  redis.call('DEL', KEYS[1])
 end
 return 1
 """
@@ -237,20 +242,19 @@ class RedisIdempotencyStore:
         try:
             yield decision
         except BaseException:
-            if not attempt.settled:
+            if not attempt.settled and not attempt.checkpointed:
                 # The request failed; its exception matters more than a failed
-                # release. An unreleased claim frees itself when its lease ends.
+                # undo. An undone claim frees itself anyway when its lease ends.
                 with contextlib.suppress(DatabaseUnavailable):
                     await attempt.abandon()
             raise
-        if not attempt.settled:
+        if not attempt.settled and not attempt.checkpointed:
             await attempt.abandon()
 
     async def _decide(self, key: RecordKey, fingerprint: str, now: float, ttl: float) -> Decision:
         redis_key = self.redis_key(key)
         token = uuid.uuid4().hex
         for _ in range(_TAKE_OVER_ATTEMPTS):
-            record_id = uuid.uuid4().hex
             reply = await self._run(
                 self._claim,
                 [redis_key],
@@ -260,18 +264,19 @@ class RedisIdempotencyStore:
                     repr(now + ttl),
                     repr(now + self._lease),
                     token,
-                    record_id,
                     _ms(max(ttl, self._lease)),
                 ],
             )
             if reply[0] == b"claimed":
-                return self._execute(redis_key, token, Resumption(None, None, record_id))
+                return self._execute(redis_key, token, Resumption.fresh(key, now), fresh=True)
             fields = _pairs(reply[1:])
-            if fields.get(b"lock_token") == token.encode():
+            record = _record(key, fields)
+            if record.lock_token == token:
                 # Our own claim, applied by a command whose reply was lost and that
                 # the client retried: it is ours, not someone else's in flight.
-                return self._execute(redis_key, token, _resumption(fields))
-            verdict = judge(_record(key, fields), fingerprint, now)
+                fresh = record.created_at == now
+                return self._execute(redis_key, token, Resumption.of(record), fresh=fresh)
+            verdict = judge(record, fingerprint, now)
             if not isinstance(verdict, TakeOver):
                 return verdict
             stale = verdict.stale
@@ -280,6 +285,7 @@ class RedisIdempotencyStore:
                 [redis_key],
                 [
                     stale.lock_token or "",
+                    # Compared as the stored text, exactly as read.
                     _text(fields.get(b"locked_until")) or "",
                     token,
                     repr(now + self._lease),
@@ -287,13 +293,15 @@ class RedisIdempotencyStore:
                 ],
             )
             if taken == 1:
-                return self._execute(redis_key, token, _resumption(fields))
+                return self._execute(redis_key, token, Resumption.of(stale), fresh=False)
             # Someone else took it over or finished it between our read and our
             # compare-and-set: judge the record as it is now.
         return InFlight(retry_after=1)
 
-    def _execute(self, redis_key: str, token: str, resumption: Resumption) -> Execute:
-        return Execute(_RedisAttempt(self, redis_key, token, resumption))
+    def _execute(
+        self, redis_key: str, token: str, resumption: Resumption, *, fresh: bool
+    ) -> Execute:
+        return Execute(_RedisAttempt(self, redis_key, token, resumption, fresh=fresh))
 
     async def purge_expired(self, now: float) -> int:
         """Delete records whose expiry (by ``now``) passed and whose lease is over.
@@ -334,13 +342,22 @@ class RedisIdempotencyStore:
 
 class _RedisAttempt:
     def __init__(
-        self, store: RedisIdempotencyStore, redis_key: str, token: str, resumption: Resumption
+        self,
+        store: RedisIdempotencyStore,
+        redis_key: str,
+        token: str,
+        resumption: Resumption,
+        *,
+        fresh: bool,
     ) -> None:
         self._store = store
         self._key = redis_key
         self._token = token
         self._resumption = resumption
+        self._fresh = fresh
+        """A new record, not one taken over: undoing the claim deletes it."""
         self.settled = False
+        self.checkpointed = False
 
     @property
     def resumption(self) -> Resumption:
@@ -355,6 +372,7 @@ class _RedisAttempt:
         else:
             pairs += ["recovery_data", data]
         await self._fenced(deleted, pairs, keep_ms=_ms(lease))
+        self.checkpointed = True
         self._resumption = Resumption(point, data, self._resumption.external_key)
 
     async def complete(self, response: StoredResponse) -> None:
@@ -375,7 +393,10 @@ class _RedisAttempt:
 
     async def abandon(self) -> None:
         self.settled = True
-        await self._store._run(self._store._abandon, [self._key], [self._token])
+        # A taken-over record keeps its created_at (so its external key: the crashed
+        # holder may have used it upstream) even when nobody checkpointed since.
+        how = "delete" if self._fresh and not self.checkpointed else "release"
+        await self._store._run(self._store._abandon, [self._key], [self._token, how])
 
     async def _fenced(
         self, deleted: list[str], pairs: Sequence[str | bytes], *, keep_ms: str
@@ -387,14 +408,6 @@ class _RedisAttempt:
 
 def _pairs(flat: Sequence[bytes]) -> dict[bytes, bytes]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-def _resumption(fields: Mapping[bytes, bytes]) -> Resumption:
-    return Resumption(
-        point=_text(fields.get(b"recovery_point")),
-        data=_text(fields.get(b"recovery_data")),
-        external_key=fields[b"record_id"].decode(),
-    )
 
 
 def _record(key: RecordKey, fields: Mapping[bytes, bytes]) -> IdempotencyRecord:
