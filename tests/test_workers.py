@@ -1,0 +1,153 @@
+"""``retrysafe serve --workers 2``: duplicates spread over both worker processes run once.
+
+uvicorn's workers share one listening socket, so which process gets a connection is
+the kernel's choice. The test holds the database's write path shut while duplicates
+arrive on separate connections: each worker lets at most its first one reach the
+database, where it waits, and answers the rest 409 from memory. A second execution
+would have to pass the database's own guard (SQLite's write lock, PostgreSQL's
+advisory lock and record), which is what holds across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from tests.conftest import run_sync, with_database
+from tests.support import postgres
+
+from retrysafe.database import Database
+from retrysafe.service import admin
+from retrysafe.service.api_keys import ALL_SCOPES
+from server_process import ServerProcess, start_server
+
+pytestmark = pytest.mark.slow
+
+WORKERS = 2
+REQUESTS = 20
+TIMEOUT = 30.0
+"""Bound on each wait; SQLite's busy timeout (10 s) must outlast the hold, and does."""
+
+BODY = json.dumps({"data": {"attributes": {"reference_id": "worker-ref", "name_first": "Ada"}}})
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'workers.db'}"
+        return
+    if not run_sync(postgres.reachable):
+        pytest.skip(postgres.SKIP_REASON)
+    name = run_sync(postgres.create_database)
+    try:
+        yield postgres.url_of(name)
+    finally:
+        run_sync(lambda: postgres.drop_database(name))
+
+
+@asynccontextmanager
+async def account_writes_held(url: str) -> AsyncIterator[None]:
+    """Block every insert into ``accounts`` (SQLite: every write) until the block ends."""
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        return
+    blocker = await asyncpg.connect(url)
+    try:
+        async with blocker.transaction():
+            await blocker.execute("LOCK TABLE accounts IN SHARE MODE")
+            yield
+    finally:
+        await blocker.close()
+
+
+async def account_count(url: str) -> int:
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            return int(conn.execute("SELECT count(*) FROM accounts").fetchone()[0])
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM accounts"))
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def workers_server(tmp_path: Path, database_url: str) -> Iterator[tuple[ServerProcess, str]]:
+    """``serve --workers 2`` on the database (which it creates), and an API key for it."""
+    server = start_server(
+        ["--workers", str(WORKERS), "--database", database_url, "--rate-limit", "100000/second"],
+        cwd=tmp_path,
+    )
+
+    async def create_key(db: Database) -> tuple[str, str]:
+        return await admin.create_api_key(db, "workers", scopes=ALL_SCOPES)
+
+    try:
+        server.wait_healthy(timeout=TIMEOUT)
+        yield server, with_database(database_url, create_key)[1]
+    finally:
+        server.stop()
+
+
+async def test_duplicates_on_separate_connections_run_once_across_workers(
+    workers_server: tuple[ServerProcess, str], database_url: str
+) -> None:
+    """While held: one waiting request per worker at most, the rest 409. Then one account."""
+    server, secret = workers_server
+    headers = {
+        "Authorization": f"Bearer {secret}",
+        "Content-Type": "application/json",
+        "Idempotency-Key": "workers-key",
+    }
+
+    async def post() -> httpx.Response:
+        # A client per request: a connection each, for the kernel to hand to either worker.
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as client:
+            return await client.post("/api/v1/accounts", content=BODY, headers=headers)
+
+    async with account_writes_held(database_url):
+        tasks = [asyncio.create_task(post()) for _ in range(REQUESTS)]
+        pending = set(tasks)
+        deadline = time.monotonic() + TIMEOUT
+        while len(pending) > WORKERS and time.monotonic() < deadline:
+            _, pending = await asyncio.wait(
+                pending, timeout=deadline - time.monotonic(), return_when=asyncio.FIRST_COMPLETED
+            )
+        assert len(pending) <= WORKERS, f"{len(pending)} requests got past their worker's guard"
+    answers = await asyncio.wait_for(asyncio.gather(*tasks), TIMEOUT)
+
+    # Each worker that received a request let its first through to the database; once
+    # the hold ended, one of those ran and any other found its record.
+    through = [answer for answer in answers if answer.status_code != 409]
+    for answer in answers:
+        if answer.status_code == 409:
+            assert answer.json()["errors"][0]["code"] == "idempotency_request_in_progress"
+    # On PostgreSQL the other worker's first request meets the advisory lock and gets 409
+    # at once; on SQLite it waits for the write lock and then finds the record.
+    most = WORKERS if database_url.startswith("sqlite") else 1
+    assert 1 <= len(through) <= most, [answer.status_code for answer in answers]
+    assert [answer.status_code for answer in through] == [201] * len(through)
+    originals = [answer for answer in through if "idempotent-replayed" not in answer.headers]
+    assert len(originals) == 1, "the request executed more than once"
+    assert {answer.content for answer in through} == {originals[0].content}
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as client:
+        for _ in range(REQUESTS):
+            retry = await client.post("/api/v1/accounts", content=BODY, headers=headers)
+            assert retry.status_code == 201, retry.text
+            assert retry.headers["idempotent-replayed"] == "true"
+            assert retry.content == originals[0].content
+    assert await account_count(database_url) == 1
