@@ -62,6 +62,7 @@ SERVER_OPTIONS: tuple[Option, ...] = (
     Option("request-timeout", "request_timeout", float),
     Option("max-in-flight", "max_in_flight", int),
     Option("provider-url", "provider_url", _optional_str),
+    Option("provider-timeout", "provider_timeout", float),
     Option("document-dir", "document_dir", Path),
 )
 """Every Settings field a flag can set; ``serve`` hands them to worker processes as variables."""
@@ -122,6 +123,9 @@ def check(settings: Settings) -> Settings:
     if not settings.request_timeout > 0:
         label = _BY_FIELD["request_timeout"].label
         raise ConfigError(f"{label} must be more than 0 seconds, got {settings.request_timeout}")
+    if not settings.provider_timeout > 0:
+        label = _BY_FIELD["provider_timeout"].label
+        raise ConfigError(f"{label} must be more than 0 seconds, got {settings.provider_timeout}")
     return settings
 
 

@@ -40,6 +40,9 @@ class Settings:
     provider_url: str | None = None
     """Upstream verification provider; ``None`` runs the reference provider in-process."""
 
+    provider_timeout: float = 10.0
+    """Seconds one provider call may take; beyond it the verification answers 504."""
+
     document_dir: Path = field(default_factory=lambda: Path("./retrysafe-documents"))
     """Where uploaded document contents are written."""
 

@@ -14,6 +14,7 @@ from .api_calls import body, create_account, create_inquiry, envelope, upload
 ACCOUNT = "act_00000000000000000000000000"
 INQUIRY = "inq_00000000000000000000000000"
 DOCUMENT = "doc_00000000000000000000000000"
+VERIFICATION = "ver_00000000000000000000000000"
 
 # (method, path template, scope, request kwargs) for every endpoint of SPEC §4 in scope.
 ENDPOINTS = [
@@ -31,17 +32,25 @@ ENDPOINTS = [
     ("POST", "/inquiries/{inquiry}/documents", "documents:write", {"files": {"file": b"x"}}),
     ("GET", "/documents/{document}", "documents:read", {}),
     ("GET", "/documents/{document}/content", "documents:read", {}),
+    ("POST", "/inquiries/{inquiry}/verifications", "inquiries:write", {}),
+    ("GET", "/verifications/{verification}", "inquiries:read", {}),
 ]
 ENDPOINT_IDS = [f"{method} {path}" for method, path, _, _ in ENDPOINTS]
 
 
 @pytest.fixture
 def owned(http: httpx.Client) -> dict[str, str]:
-    """One account, inquiry and document of the organization ``acme``."""
+    """One account, inquiry, document and verification of the organization ``acme``."""
     account = create_account(http, reference_id="owned")
     inquiry = create_inquiry(http, account_id=account["id"])
     document = upload(http, inquiry["id"], b"secret bytes").json()["data"]
-    return {"account": account["id"], "inquiry": inquiry["id"], "document": document["id"]}
+    verification = http.post(f"/inquiries/{inquiry['id']}/verifications").json()["data"]
+    return {
+        "account": account["id"],
+        "inquiry": inquiry["id"],
+        "document": document["id"],
+        "verification": verification["id"],
+    }
 
 
 @pytest.mark.parametrize(("method", "path", "scope", "kwargs"), ENDPOINTS, ids=ENDPOINT_IDS)
@@ -90,7 +99,12 @@ def test_other_organizations_objects_are_404_and_untouched(
 def test_every_endpoint_needs_an_api_key(
     server, method: str, path: str, scope: str, kwargs: dict
 ) -> None:
-    ids = {"account": ACCOUNT, "inquiry": INQUIRY, "document": DOCUMENT}
+    ids = {
+        "account": ACCOUNT,
+        "inquiry": INQUIRY,
+        "document": DOCUMENT,
+        "verification": VERIFICATION,
+    }
     with server.client(None) as anonymous:
         response = anonymous.request(method, path.format(**ids), **kwargs)
     envelope(response, 401, "unauthenticated")
@@ -170,7 +184,8 @@ def test_openapi_documents_every_endpoint_bodies_and_errors(server) -> None:
             method,
             path.replace("{account}", "{account_id}")
             .replace("{inquiry}", "{inquiry_id}")
-            .replace("{document}", "{document_id}"),
+            .replace("{document}", "{document_id}")
+            .replace("{verification}", "{verification_id}"),
         )
         for method, path, _, _ in ENDPOINTS
     }

@@ -11,10 +11,18 @@ import structlog
 from retrysafe.asgi import ASGIApp, Message, Receive, Scope, Send, header, state
 from retrysafe.database.engine import DatabaseUnavailable
 from retrysafe.envelope import ApiError, internal_error, send_error
-from retrysafe.idempotency.decisions import Attempt, Execute, InFlight, Mismatch, Replay
+from retrysafe.idempotency.decisions import (
+    Attempt,
+    Execute,
+    InFlight,
+    LeaseLost,
+    Mismatch,
+    Replay,
+)
 from retrysafe.idempotency.fingerprint import ParamsDigest, params_digest_for, request_fingerprint
 from retrysafe.idempotency.keys import parse_idempotency_key
 from retrysafe.idempotency.records import RecordKey, StoredResponse
+from retrysafe.idempotency.recovery import RECOVERY_STATE_KEY, RecoveryPoints
 from retrysafe.idempotency.store import IdempotencyStore
 from retrysafe.pipeline.body_spool import BodySpool
 from retrysafe.pipeline.principal import principal_of, request_id_of
@@ -110,6 +118,9 @@ class IdempotencyLayer:
         # Everything below is sent only now, after the store's context has closed:
         # an executed response has committed with its record by this point.
         if isinstance(decision, Execute):
+            if response is None:
+                outcomes[OUTCOME_STATE_KEY] = "not_recorded"
+                raise _in_progress(1)
             outcomes[OUTCOME_STATE_KEY] = (
                 "not_recorded" if response.start and response.start["status"] == 503 else "executed"
             )
@@ -128,21 +139,23 @@ class IdempotencyLayer:
             )
         elif isinstance(decision, InFlight):
             outcomes[OUTCOME_STATE_KEY] = "in_flight"
-            raise ApiError(
-                409,
-                "idempotency_request_in_progress",
-                "A request with this Idempotency-Key is still being processed; "
-                f"retry after {decision.retry_after} s to receive its result.",
-                headers={"Retry-After": str(decision.retry_after)},
-            )
+            raise _in_progress(decision.retry_after)
 
-    async def _execute(self, attempt: Attempt, scope: Scope, receive: Receive) -> _Captured:
+    async def _execute(self, attempt: Attempt, scope: Scope, receive: Receive) -> _Captured | None:
+        """Run the app under ``attempt``; ``None`` when a retry took the record over.
+
+        A request that lost its lease must not answer from its own work: the record
+        belongs to the request that took it over, whose answer is the one to replay.
+        """
+        state(scope)[RECOVERY_STATE_KEY] = RecoveryPoints(attempt, clock=self.clock)
         captured = _Captured()
         try:
             await self.app(scope, receive, captured.send)
         except DatabaseUnavailable:
             await attempt.abandon()
             raise
+        except LeaseLost:
+            return None
         except ApiError as exc:
             captured = await _render(exc)
         except Exception:
@@ -158,9 +171,22 @@ class IdempotencyLayer:
         if response.status == 503:
             # A 503 means "did not run" (shed, store down): retrying must execute.
             await attempt.abandon()
-        else:
+            return captured
+        try:
             await attempt.complete(response)
+        except LeaseLost:
+            return None
         return captured
+
+
+def _in_progress(retry_after: int) -> ApiError:
+    return ApiError(
+        409,
+        "idempotency_request_in_progress",
+        "A request with this Idempotency-Key is still being processed; "
+        f"retry after {retry_after} s to receive its result.",
+        headers={"Retry-After": str(retry_after)},
+    )
 
 
 async def _read_body(receive: Receive, spool: BodySpool, digest: ParamsDigest) -> bool:

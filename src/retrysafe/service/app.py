@@ -27,10 +27,12 @@ from retrysafe.envelope import (
     internal_error,
     reason_phrase,
 )
+from retrysafe.idempotency.recovery import lease_seconds
 from retrysafe.idempotency.store import IdempotencyStore
 from retrysafe.pipeline import build_pipeline
 from retrysafe.pipeline.principal import request_id_of
 from retrysafe.pipeline.rate_limit import RateLimiter
+from retrysafe.provider.client import ProviderClient, provider_client
 from retrysafe.service import openapi
 from retrysafe.service.accounts import accounts_router
 from retrysafe.service.authenticator import DatabaseAuthenticator
@@ -38,6 +40,7 @@ from retrysafe.service.bodies import BodyReader
 from retrysafe.service.documents import documents_router
 from retrysafe.service.inquiries import inquiries_router
 from retrysafe.service.serialization import API_PREFIX, JSON_MEDIA_TYPE
+from retrysafe.service.verifications import verifications_router
 from retrysafe.settings import Settings
 from retrysafe.stores.sql import SqlIdempotencyStore
 
@@ -58,12 +61,16 @@ def _version() -> str:
         return "0.0.0"
 
 
-def create_app(settings: Settings) -> ASGIApp:
-    """The whole server: the handlers inside the SPEC §2 pipeline, on one database."""
+def create_app(settings: Settings, *, provider: ProviderClient | None = None) -> ASGIApp:
+    """The whole server: the handlers inside the SPEC §2 pipeline, on one database.
+
+    ``provider`` replaces the upstream provider client ``settings`` describe.
+    """
     db = Database(settings.database_url)
-    store = SqlIdempotencyStore(db)
+    # Checkpointed records are held past the request deadline: see lease_seconds.
+    store = SqlIdempotencyStore(db, lease_seconds=lease_seconds(settings.request_timeout))
     return build_pipeline(
-        create_api(db, settings, idempotency_store=store),
+        create_api(db, settings, idempotency_store=store, provider=provider),
         settings=settings,
         authenticator=DatabaseAuthenticator(db),
         idempotency_store=store,
@@ -72,12 +79,17 @@ def create_app(settings: Settings) -> ASGIApp:
 
 
 def create_api(
-    db: Database, settings: Settings, *, idempotency_store: IdempotencyStore | None = None
+    db: Database,
+    settings: Settings,
+    *,
+    idempotency_store: IdempotencyStore | None = None,
+    provider: ProviderClient | None = None,
 ) -> FastAPI:
     """The handler app alone: routes, error rendering and lifespan, without the pipeline.
 
     The lifespan disposes ``db`` on shutdown and, given ``idempotency_store``,
     purges its expired records every ``settings.purge_interval`` seconds.
+    Verifications call ``provider``, by default the one ``settings`` describe.
     """
 
     @contextlib.asynccontextmanager
@@ -94,6 +106,7 @@ def create_api(
                 purger.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await purger
+            await upstream.aclose()
             await db.dispose()
 
     app = FastAPI(
@@ -115,6 +128,8 @@ def create_api(
     app.include_router(accounts_router(db, reader), prefix=API_PREFIX)
     app.include_router(inquiries_router(db, reader), prefix=API_PREFIX)
     app.include_router(documents_router(db, settings.document_dir), prefix=API_PREFIX)
+    upstream = provider or provider_client(settings.provider_url, timeout=settings.provider_timeout)
+    app.include_router(verifications_router(db, reader, upstream), prefix=API_PREFIX)
 
     @app.get(
         "/health",

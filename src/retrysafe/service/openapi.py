@@ -46,6 +46,14 @@ _TIMESTAMPS: Mapping[str, Schema] = {
     "updated_at": {"type": "string", "format": "date-time"},
 }
 INQUIRY_STATUSES = ("created", "completed", "approved", "declined", "expired")
+VERIFICATION_INPUT: Mapping[str, Schema] = {
+    "kind": {
+        "enum": ["database", "document", None],
+        "default": "database",
+        "description": "database: name and birthdate against the provider's records;"
+        " document: the same, and the inquiry must have a document.",
+    },
+}
 
 
 def _resource(type_: str, *attribute_groups: Mapping[str, Schema]) -> Schema:
@@ -157,6 +165,24 @@ SCHEMAS: Mapping[str, Schema] = {
             "created_at": {"type": "string", "format": "date-time"},
         },
     ),
+    "Verification": _resource(
+        "verification",
+        {
+            "inquiry_id": {"type": "string"},
+            "kind": {"enum": ["database", "document"]},
+            "status": {"enum": ["passed", "failed"]},
+            "reasons": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "The provider's reasons for a failed check, e.g. underage.",
+            },
+            "provider_reference": {"type": "string", "description": "The provider's check id."},
+            "created_at": {"type": "string", "format": "date-time"},
+        },
+    ),
+    "VerificationDocument": _single("Verification"),
+    "VerificationRequest": _json_request(VERIFICATION_INPUT),
+    "VerificationForm": _form_request(VERIFICATION_INPUT),
     "AccountDocument": _single("Account"),
     "AccountList": _list("Account"),
     "InquiryDocument": _single("Inquiry"),
@@ -187,8 +213,10 @@ _ERROR_WHEN: Mapping[int, str] = {
     422: "Invalid value, invalid state transition or idempotency key mismatch.",
     429: "Rate limit exceeded (rate_limited); see Retry-After.",
     500: "Unexpected failure (internal_error); details name the Request-Id.",
+    502: "The upstream provider failed or answered nonsense (bad_gateway).",
     503: "Database unreachable or server overloaded (service_unavailable); see Retry-After.",
-    504: "The request exceeded the server-side deadline (gateway_timeout).",
+    504: "The request exceeded the server-side deadline, or the provider timed out"
+    " (gateway_timeout).",
 }
 _ALWAYS = (401, 429, 500, 503, 504)
 _WRITES = (400, 409, 413, 415, 422)

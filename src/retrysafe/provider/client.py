@@ -1,0 +1,134 @@
+"""How the service calls the provider: over HTTP, or in-process on the same code.
+
+Every way a call can go wrong ends in one of two exceptions, which the
+verifications endpoint turns into SPEC §1 answers: :class:`ProviderFailed`
+(no answer, or an answer that is a failure or not a check result: 502) and
+:class:`ProviderTimedOut` (no answer within the timeout: 504).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from retrysafe.provider.upstream import Answer, ReferenceProvider
+
+CHECK_STATUSES = ("passed", "failed")
+
+
+class ProviderFailed(Exception):
+    """The provider could not be reached, or answered with a failure or with nonsense."""
+
+
+class ProviderTimedOut(Exception):
+    """The provider did not answer within the timeout."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckAnswer:
+    """A successful check result, whatever its verdict."""
+
+    reference: str
+    """The provider's id for the check (``chk_…``)."""
+    status: str
+    """``passed`` or ``failed``."""
+    reasons: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"reference": self.reference, "status": self.status, "reasons": list(self.reasons)}
+
+    @classmethod
+    def from_json(cls, document: Any) -> CheckAnswer:
+        """Accept exactly the shape of a check result; raise :class:`ValueError` otherwise."""
+        if not isinstance(document, Mapping):
+            raise ValueError("the answer is not a JSON object")
+        reference = document.get("reference", document.get("id"))
+        status = document.get("status")
+        reasons = document.get("reasons")
+        if not isinstance(reference, str) or not reference:
+            raise ValueError("the answer has no check id")
+        if status not in CHECK_STATUSES:
+            raise ValueError(f"the answer's status is {status!r}, not passed or failed")
+        if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
+            raise ValueError("the answer's reasons are not a list of strings")
+        return cls(reference, status, tuple(reasons))
+
+
+def parse_answer(answer: Answer) -> CheckAnswer:
+    """The check result in ``answer``, or :class:`ProviderFailed` saying what was wrong."""
+    if answer.status != 200:
+        raise ProviderFailed(f"the provider answered HTTP {answer.status}")
+    try:
+        return CheckAnswer.from_json(json.loads(answer.body))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProviderFailed("the provider's answer is not JSON") from exc
+    except ValueError as exc:
+        raise ProviderFailed(str(exc)) from exc
+
+
+class ProviderClient(Protocol):
+    """One check per call, sent under the caller's idempotency key."""
+
+    async def check(self, payload: Mapping[str, Any], *, idempotency_key: str) -> CheckAnswer: ...
+
+    async def aclose(self) -> None: ...
+
+
+class HttpProviderClient:
+    """The provider at ``base_url`` over HTTP; every call bounded by ``timeout`` seconds."""
+
+    def __init__(self, base_url: str, *, timeout: float) -> None:
+        self.timeout = timeout
+        self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout)
+
+    async def check(self, payload: Mapping[str, Any], *, idempotency_key: str) -> CheckAnswer:
+        try:
+            # httpx bounds each phase (connect, write, read) on its own; the whole
+            # call gets the same bound here.
+            async with asyncio.timeout(self.timeout):
+                response = await self._http.post(
+                    "/v1/checks", json=payload, headers={"Idempotency-Key": idempotency_key}
+                )
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            raise ProviderTimedOut(f"no answer within {self.timeout:g} s") from exc
+        except httpx.HTTPError as exc:
+            raise ProviderFailed(
+                f"the provider could not be reached ({type(exc).__name__})"
+            ) from exc
+        media_type = response.headers.get("content-type", "")
+        return parse_answer(Answer(response.status_code, response.content, media_type))
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+class InProcessProviderClient:
+    """The reference provider in this process: the same handling, no HTTP in between."""
+
+    def __init__(self, provider: ReferenceProvider, *, timeout: float) -> None:
+        self.provider = provider
+        self.timeout = timeout
+
+    async def check(self, payload: Mapping[str, Any], *, idempotency_key: str) -> CheckAnswer:
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        try:
+            async with asyncio.timeout(self.timeout):
+                answer = await self.provider.handle(idempotency_key, body)
+        except TimeoutError as exc:
+            raise ProviderTimedOut(f"no answer within {self.timeout:g} s") from exc
+        return parse_answer(answer)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def provider_client(provider_url: str | None, *, timeout: float) -> ProviderClient:
+    """The client ``serve`` uses: HTTP to ``provider_url``, else the provider in-process."""
+    if provider_url is None:
+        return InProcessProviderClient(ReferenceProvider(), timeout=timeout)
+    return HttpProviderClient(provider_url, timeout=timeout)
