@@ -135,6 +135,12 @@ def serve(
             "provider-url", "Upstream verification provider (default: in-process).", metavar="URL"
         ),
     ] = None,
+    provider_timeout: Annotated[
+        float,
+        _option(
+            "provider-timeout", "Deadline of one provider call; beyond it 504.", metavar="SECONDS"
+        ),
+    ] = _DEFAULTS.provider_timeout,
     document_dir: Annotated[
         Path, _option("document-dir", "Where uploaded documents are stored.", metavar="DIR")
     ] = _DEFAULTS.document_dir,
@@ -154,6 +160,7 @@ def serve(
             request_timeout=request_timeout,
             max_in_flight=max_in_flight,
             provider_url=provider_url or None,
+            provider_timeout=provider_timeout,
             document_dir=document_dir,
         )
     )
@@ -202,8 +209,59 @@ def serve(
         raise CliError(str(exc)) from None
 
 
-# The reference upstream provider (`retrysafe provider [--port] [--delay] [--fail-rate]`,
-# SPEC §5) is registered here, next to `serve`, by the issue that builds the provider.
+def _provider_option(flag: str, help: str, **kwargs: Any) -> Any:
+    # RETRYSAFE_PROVIDER_*: a shell that configures `serve` (RETRYSAFE_PORT…) must not
+    # move the provider onto the same port.
+    return typer.Option(f"--{flag}", envvar=env_name(f"provider-{flag}"), help=help, **kwargs)
+
+
+@app.command()
+def provider(
+    host: Annotated[str, _provider_option("host", "Address to listen on.", metavar="HOST")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[
+        int, _provider_option("port", "Port to listen on.", metavar="PORT", min=0, max=65535)
+    ] = 8001,
+    delay: Annotated[
+        float,
+        _provider_option(
+            "delay", "Seconds each check takes before its answer.", metavar="SECONDS", min=0.0
+        ),
+    ] = 0.0,
+    fail_rate: Annotated[
+        float,
+        _provider_option(
+            "fail-rate",
+            "Share of requests answered with a failure (500 or a non-JSON body).",
+            metavar="0..1",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = 0.0,
+) -> None:
+    """Run the reference upstream provider; GET /stats answers {"checks_run": N}.
+
+    Checks are kept in memory by Idempotency-Key: a repeated key is answered
+    from its record, not run again. Records are lost when the process stops.
+    """
+    import uvicorn
+
+    from retrysafe.provider.app import create_provider_app
+    from retrysafe.provider.upstream import ReferenceProvider
+
+    typer.echo(
+        f"retrysafe: provider on http://{host}:{port} (delay {delay:g} s, fail rate {fail_rate:g})",
+        err=True,
+    )
+    uvicorn.run(
+        create_provider_app(ReferenceProvider(delay=delay, fail_rate=fail_rate)),
+        host=host,
+        port=port,
+        log_level="warning",
+        server_header=False,
+        access_log=False,
+    )
 
 
 # --------------------------------------------------------------------------- keys
