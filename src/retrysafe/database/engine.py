@@ -19,7 +19,7 @@ from functools import partial
 from typing import Any, cast
 
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, ExceptionContext
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql import ClauseElement, Executable
@@ -77,6 +77,7 @@ class Database:
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
+        event.listen(self.engine.sync_engine, "handle_error", _disconnect_is_unavailable)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
@@ -264,6 +265,18 @@ def _one_hop_driver(conn: AsyncConnection) -> sqlite_driver.OneHopConnection | N
     # The connection is checked out already, so reaching its driver needs no I/O.
     driver = conn.sync_connection.connection.driver_connection if conn.sync_connection else None
     return driver if isinstance(driver, sqlite_driver.OneHopConnection) else None
+
+
+def _disconnect_is_unavailable(context: ExceptionContext) -> BaseException | None:
+    """A connection lost mid-statement (the server died or restarted) is a 503, not a 500.
+
+    The transaction did not commit, or (lost during COMMIT) nobody knows: either
+    way the client retries with the same key, which executes or replays. SQLAlchemy
+    still invalidates the connection, so the pool never hands it out again.
+    """
+    if context.is_disconnect:
+        return DatabaseUnavailable(str(context.original_exception))
+    return None
 
 
 async def _guard(awaitable: Any) -> Any:
