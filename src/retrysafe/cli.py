@@ -147,6 +147,10 @@ def serve(
     log_level: Annotated[
         LogLevel, _option("log-level", "Log level of uvicorn and retrysafe.", case_sensitive=False)
     ] = LogLevel.INFO,
+    log_format: Annotated[
+        log_config.LogFormat,
+        _option("log-format", "json lines on stdout, or console text.", case_sensitive=False),
+    ] = log_config.DEFAULT_FORMAT,
 ) -> None:
     """Run the API server (uvicorn with uvloop and httptools)."""
     settings = _checked(
@@ -176,7 +180,7 @@ def serve(
         "loop": "uvloop",
         "http": "httptools",
         "log_level": log_level.value,
-        "log_config": log_config.uvicorn_log_config(log_level.value),
+        "log_config": log_config.uvicorn_log_config(log_level.value, log_format.value),
         # No "server: uvicorn" header: it tells scanners what to probe and clients nothing.
         "server_header": False,
         # uvicorn's text access line costs ~3 % of a create's CPU and carries neither the
@@ -190,7 +194,7 @@ def serve(
         f"with {workers} process{plural}",
         err=True,
     )
-    log_config.configure_structlog(log_level.value)
+    log_config.configure_structlog(log_level.value, log_format.value)
     if workers == 1:
         from retrysafe.service.app import create_app
 
@@ -200,6 +204,7 @@ def serve(
     # Settings object, so they rebuild it from the same RETRYSAFE_* variables.
     os.environ.update(config.settings_to_env(settings))
     os.environ[env_name("log-level")] = log_level.value
+    os.environ[env_name("log-format")] = log_format.value
     # Each worker accepts on its own SO_REUSEPORT socket, so connections are shared evenly.
     from retrysafe.service.workers import ListenError, run_workers
 

@@ -52,6 +52,20 @@ def _optional_str(text: str) -> str | None:
     return text or None
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def parse_bool(text: str) -> bool:
+    """``true``/``false`` (also 1/0, yes/no, on/off) as a variable spells a switch."""
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(text)
+
+
 SERVER_OPTIONS: tuple[Option, ...] = (
     Option("database", "database_url", str),
     Option("redis", "redis_url", _optional_str),
@@ -64,6 +78,9 @@ SERVER_OPTIONS: tuple[Option, ...] = (
     Option("provider-url", "provider_url", _optional_str),
     Option("provider-timeout", "provider_timeout", float),
     Option("document-dir", "document_dir", Path),
+    Option("api-log-retention", "api_log_retention", int),
+    Option("api-log-bodies", "api_log_bodies", parse_bool),
+    Option("api-log-body-limit", "api_log_body_limit", int),
 )
 """Every Settings field a flag can set; ``serve`` hands them to worker processes as variables."""
 
@@ -90,7 +107,8 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
         try:
             values[option.field] = option.parse(text.strip())
         except ValueError:
-            kind = "an integer" if option.parse is int else "a number"
+            kinds = {int: "an integer", parse_bool: "true or false"}
+            kind = kinds.get(option.parse, "a number")
             raise ConfigError(f"{option.env} must be {kind}, got {text!r}") from None
     return check(replace(Settings(), **values))
 
@@ -120,6 +138,8 @@ def check(settings: Settings) -> Settings:
     _at_least(settings.max_body, 1, "max_body", "byte")
     _at_least(settings.max_upload, 1, "max_upload", "byte")
     _at_least(settings.max_in_flight, 1, "max_in_flight", "request")
+    _at_least(settings.api_log_retention, 0, "api_log_retention", "second")
+    _at_least(settings.api_log_body_limit, 1, "api_log_body_limit", "byte")
     if not settings.request_timeout > 0:
         label = _BY_FIELD["request_timeout"].label
         raise ConfigError(f"{label} must be more than 0 seconds, got {settings.request_timeout}")

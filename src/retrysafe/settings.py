@@ -51,3 +51,15 @@ class Settings:
 
     max_json_depth: int = 32
     """Deepest nesting a JSON body may have; deeper bodies are rejected with 400."""
+
+    api_log_retention: int = 30 * 24 * 60 * 60
+    """Seconds an API-log entry is kept; 0 records no API log at all."""
+
+    api_log_bodies: bool = False
+    """Whether API-log entries keep the JSON request and response bodies (redacted)."""
+
+    api_log_body_limit: int = 8192
+    """Bytes of each body an API-log entry keeps when ``api_log_bodies`` is on."""
+
+    api_log_flush_interval: float = 0.5
+    """Seconds between the batched inserts of buffered API-log entries."""

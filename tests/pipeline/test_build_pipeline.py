@@ -13,6 +13,7 @@ from retrysafe.pipeline.body_limits import BodyLimitLayer
 from retrysafe.pipeline.deadline import DeadlineLayer
 from retrysafe.pipeline.envelope_layer import ErrorEnvelopeLayer
 from retrysafe.pipeline.idempotency import IdempotencyLayer
+from retrysafe.pipeline.observation import ObservationLayer
 from retrysafe.pipeline.principal import Principal
 from retrysafe.pipeline.rate_limit import RateLimiter, RateLimitLayer
 from retrysafe.pipeline.shedding import LoadSheddingLayer
@@ -64,7 +65,7 @@ def pipeline(routes: Routes, keys: Keys, *, rate: str = "3/minute", **settings: 
 
 
 def test_layers_are_composed_in_the_spec_order() -> None:
-    """Outermost first: envelope, shedding, body limits, rate limit, auth, idempotency, deadline."""
+    """Outermost first: envelope, observation, shedding, limits, rate limit, auth, idempotency…"""
     routes = Routes()
     node: object = pipeline(routes, Keys())
     order: list[type] = []
@@ -73,6 +74,7 @@ def test_layers_are_composed_in_the_spec_order() -> None:
         node = node.app  # type: ignore[attr-defined]
     assert order == [
         ErrorEnvelopeLayer,
+        ObservationLayer,
         LoadSheddingLayer,
         BodyLimitLayer,
         RateLimitLayer,

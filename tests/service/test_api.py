@@ -189,7 +189,8 @@ def test_openapi_documents_every_endpoint_bodies_and_errors(server) -> None:
         )
         for method, path, _, _ in ENDPOINTS
     }
-    assert expected | {("GET", "/health")} == documented
+    api_logs = {("GET", "/api-logs"), ("GET", "/api-logs/{log_id}")}
+    assert expected | api_logs | {("GET", "/health")} == documented
     schemas = document["components"]["schemas"]
     assert {"Errors", "Error", "Account", "Inquiry", "Document"} <= set(schemas)
     for method, path in expected:

@@ -125,3 +125,33 @@ idempotency_records = Table(
     Column("expires_at", Float, nullable=False),
     Index("ix_idempotency_records_expires_at", "expires_at"),
 )
+
+api_logs = Table(
+    "api_logs",
+    metadata,
+    # log_… ids are time-ordered (service.ids): ORDER BY id DESC is newest first.
+    Column("id", String(40), primary_key=True),
+    # NULL for requests turned away before authentication (401, 429, 413, shed 503):
+    # no organization is proven, so no organization sees them through the API.
+    Column("organization_id", String(40), nullable=True),
+    Column("api_key_id", String(40), nullable=True),
+    Column("request_id", String(40), nullable=False),
+    Column("method", String(16), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("query", Text, nullable=True),
+    Column("route", String(255), nullable=True),
+    Column("status", Integer, nullable=False),
+    Column("duration_ms", Float, nullable=False),
+    Column("idempotency_key", String(255), nullable=True),
+    Column("outcome", String(16), nullable=True),
+    Column("rate_limit", String(16), nullable=True),
+    Column("error_code", String(64), nullable=True),
+    # Redacted JSON, size-capped; only with --api-log-bodies.
+    Column("request_body", Text, nullable=True),
+    Column("response_body", Text, nullable=True),
+    Column("created_at", String(32), nullable=False),
+    Index("ix_api_logs_org_id", "organization_id", "id"),
+    Index("ix_api_logs_org_request", "organization_id", "request_id"),
+    Index("ix_api_logs_org_key", "organization_id", "idempotency_key"),
+    Index("ix_api_logs_created_at", "created_at"),
+)

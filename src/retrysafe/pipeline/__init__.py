@@ -6,16 +6,32 @@ from collections.abc import Callable
 
 from retrysafe.asgi import ASGIApp
 from retrysafe.idempotency.store import IdempotencyStore
-from retrysafe.pipeline.authentication import AuthenticationLayer, Authenticator
+from retrysafe.observability.metrics import Metrics
+from retrysafe.observability.records import ApiLogSink
+from retrysafe.pipeline.authentication import (
+    DEFAULT_PUBLIC_PATHS,
+    AuthenticationLayer,
+    Authenticator,
+)
 from retrysafe.pipeline.body_limits import BodyLimitLayer
 from retrysafe.pipeline.deadline import DeadlineLayer
 from retrysafe.pipeline.envelope_layer import ErrorEnvelopeLayer
 from retrysafe.pipeline.idempotency import IdempotencyLayer
+from retrysafe.pipeline.observation import ObservationLayer
 from retrysafe.pipeline.rate_limit import RateLimiter, RateLimitLayer
 from retrysafe.pipeline.shedding import LoadSheddingLayer
 from retrysafe.settings import Settings
 
-__all__ = ["build_pipeline"]
+__all__ = ["METRICS_PATH", "build_pipeline"]
+
+METRICS_PATH = "/metrics"
+"""Like ``/health``, never shed, rate limited or authenticated: a scraper must get through."""
+
+_UNTHROTTLED = frozenset({"/health", METRICS_PATH})
+
+
+def _no_api_log(_path: str) -> bool:
+    return False
 
 
 def build_pipeline(
@@ -26,18 +42,37 @@ def build_pipeline(
     idempotency_store: IdempotencyStore,
     rate_limiter: RateLimiter,
     clock: Callable[[], float] | None = None,
+    metrics: Metrics | None = None,
+    api_log_sink: ApiLogSink | None = None,
+    api_log_paths: Callable[[str], bool] = _no_api_log,
+    public_paths: frozenset[str] = DEFAULT_PUBLIC_PATHS,
 ) -> ASGIApp:
     """Wrap ``app`` in the SPEC §2 order; this function *is* the architecture diagram.
 
     Read bottom-up: the handler runs inside a deadline, inside the idempotency
     layer, which only ever sees authenticated, rate-limited, size-checked requests.
     Because rate limiting and authentication sit outside idempotency, a 429 or a
-    401 is never recorded, and neither is a 413/415 or a shed 503.
+    401 is never recorded, and neither is a 413/415 or a shed 503. Observation
+    sits just inside the envelope, so it sees every answer, those included; the
+    requests ``api_log_paths`` accepts also go to ``api_log_sink``.
     """
+    handler_routes = getattr(app, "routes", ())
     app = DeadlineLayer(app, timeout=settings.request_timeout)  # 7. handler (504 past deadline)
     app = IdempotencyLayer(app, store=idempotency_store, ttl=settings.idempotency_ttl, clock=clock)
-    app = AuthenticationLayer(app, authenticator=authenticator)  # 5. 401
-    app = RateLimitLayer(app, limiter=rate_limiter)  # 4. 429 + RateLimit-*
+    app = AuthenticationLayer(
+        app, authenticator=authenticator, public_paths=public_paths | {METRICS_PATH}
+    )  # 5. 401
+    app = RateLimitLayer(app, limiter=rate_limiter, exempt_paths=_UNTHROTTLED)  # 4. 429
     app = BodyLimitLayer(app, max_body=settings.max_body, max_upload=settings.max_upload)  # 3.
-    app = LoadSheddingLayer(app, max_in_flight=settings.max_in_flight)  # 2. 503
+    app = LoadSheddingLayer(
+        app, max_in_flight=settings.max_in_flight, exempt_paths=_UNTHROTTLED
+    )  # 2. 503
+    app = ObservationLayer(
+        app,
+        metrics=metrics or Metrics(),
+        sink=api_log_sink,
+        recorded=api_log_paths,
+        routes=handler_routes,
+        body_limit=settings.api_log_body_limit if settings.api_log_bodies else 0,
+    )  # log line, metrics, API log
     return ErrorEnvelopeLayer(app)  # 1. Request-Id + the one envelope

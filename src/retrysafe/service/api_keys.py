@@ -14,6 +14,7 @@ ALL_SCOPES: tuple[str, ...] = (
     "inquiries:write",
     "documents:read",
     "documents:write",
+    "logs:read",
 )
 
 

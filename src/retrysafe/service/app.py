@@ -29,14 +29,21 @@ from retrysafe.envelope import (
 )
 from retrysafe.idempotency.recovery import lease_seconds
 from retrysafe.idempotency.store import IdempotencyStore
-from retrysafe.pipeline import build_pipeline
+from retrysafe.observability import Metrics, note_dependency_error
+from retrysafe.observability.api_log_writer import ApiLogWriter
+from retrysafe.observability.metrics import metrics_route
+from retrysafe.observability.retention import purge_api_logs
+from retrysafe.pipeline import METRICS_PATH, build_pipeline
+from retrysafe.pipeline.authentication import DEFAULT_PUBLIC_PATHS
 from retrysafe.pipeline.principal import request_id_of
 from retrysafe.pipeline.rate_limit import RateLimiter
 from retrysafe.provider.client import ProviderClient, provider_client
 from retrysafe.service import openapi
 from retrysafe.service.accounts import accounts_router
+from retrysafe.service.api_logs import api_logs_router, is_logged_path
 from retrysafe.service.authenticator import DatabaseAuthenticator
 from retrysafe.service.bodies import BodyReader
+from retrysafe.service.dashboard import DASHBOARD_PATHS, dashboard_routes
 from retrysafe.service.documents import documents_router
 from retrysafe.service.inquiries import inquiries_router
 from retrysafe.service.serialization import API_PREFIX, JSON_MEDIA_TYPE
@@ -69,12 +76,34 @@ def create_app(settings: Settings, *, provider: ProviderClient | None = None) ->
     db = Database(settings.database_url)
     # Checkpointed records are held past the request deadline: see lease_seconds.
     store = SqlIdempotencyStore(db, lease_seconds=lease_seconds(settings.request_timeout))
+    metrics = Metrics()
+    api_log = (
+        ApiLogWriter(
+            db,
+            metrics,
+            interval=settings.api_log_flush_interval,
+            body_limit=settings.api_log_body_limit,
+        )
+        if settings.api_log_retention > 0
+        else None
+    )
     return build_pipeline(
-        create_api(db, settings, idempotency_store=store, provider=provider),
+        create_api(
+            db,
+            settings,
+            idempotency_store=store,
+            metrics=metrics,
+            api_log=api_log,
+            provider=provider,
+        ),
         settings=settings,
         authenticator=DatabaseAuthenticator(db),
         idempotency_store=store,
         rate_limiter=RateLimiter.from_settings(settings.rate_limit, settings.redis_url),
+        metrics=metrics,
+        api_log_sink=api_log,
+        api_log_paths=is_logged_path,
+        public_paths=DEFAULT_PUBLIC_PATHS | DASHBOARD_PATHS,
     )
 
 
@@ -83,12 +112,16 @@ def create_api(
     settings: Settings,
     *,
     idempotency_store: IdempotencyStore | None = None,
+    metrics: Metrics | None = None,
+    api_log: ApiLogWriter | None = None,
     provider: ProviderClient | None = None,
 ) -> FastAPI:
     """The handler app alone: routes, error rendering and lifespan, without the pipeline.
 
     The lifespan disposes ``db`` on shutdown and, given ``idempotency_store``,
-    purges its expired records every ``settings.purge_interval`` seconds.
+    purges its expired records (and API-log entries past their retention) every
+    ``settings.purge_interval`` seconds. Given ``api_log``, it runs that writer's
+    batched inserts and flushes it on shutdown; given ``metrics``, it serves them.
     Verifications call ``provider``, by default the one ``settings`` describe.
     """
 
@@ -97,8 +130,10 @@ def create_api(
         purger = None
         if idempotency_store is not None:
             purger = asyncio.create_task(
-                _purge_expired_forever(idempotency_store, settings.purge_interval)
+                _purge_expired_forever(idempotency_store, db, settings, metrics)
             )
+        if api_log is not None:
+            api_log.start()
         try:
             yield
         finally:
@@ -106,6 +141,8 @@ def create_api(
                 purger.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await purger
+            if api_log is not None:
+                await api_log.stop()
             await upstream.aclose()
             await db.dispose()
 
@@ -130,6 +167,10 @@ def create_api(
     app.include_router(documents_router(db, settings.document_dir), prefix=API_PREFIX)
     upstream = provider or provider_client(settings.provider_url, timeout=settings.provider_timeout)
     app.include_router(verifications_router(db, reader, upstream), prefix=API_PREFIX)
+    app.include_router(api_logs_router(db), prefix=API_PREFIX)
+    app.router.routes.extend(dashboard_routes())
+    if metrics is not None:
+        app.router.routes.append(metrics_route(metrics, METRICS_PATH))
 
     @app.get(
         "/health",
@@ -137,12 +178,13 @@ def create_api(
         summary="Whether this process can reach its database",
         **openapi.operation(status=200, schema=None, description='{"status": "ok"}', errors=(503,)),
     )
-    async def health() -> Response:
+    async def health(request: Request) -> Response:
         try:
             async with asyncio.timeout(HEALTH_TIMEOUT), db.read() as conn:
                 await conn.execute(text("SELECT 1"))
         except (DatabaseUnavailable, SQLAlchemyError, OSError, TimeoutError) as exc:
             logger.warning("health check failed", error=str(exc))
+            note_dependency_error(request.scope, "database")
             raise ApiError(
                 503,
                 "service_unavailable",
@@ -155,18 +197,40 @@ def create_api(
     return app
 
 
-async def _purge_expired_forever(store: IdempotencyStore, interval: float) -> None:
+async def _purge_expired_forever(
+    store: IdempotencyStore, db: Database, settings: Settings, metrics: Metrics | None
+) -> None:
     # Every worker purges; that is harmless (a DELETE of expired rows is idempotent)
     # and needs no coordination between processes.
     while True:
-        await asyncio.sleep(interval)
+        await asyncio.sleep(settings.purge_interval)
         try:
             purged = await store.purge_expired(time.time())
         except Exception as exc:  # the next round retries; the server keeps serving
             logger.warning("purging expired idempotency records failed", error=str(exc))
+            if metrics is not None:
+                metrics.dependency_error("database")
         else:
+            if metrics is not None:
+                metrics.records_purged.inc(purged)
             if purged:
                 logger.info("purged expired idempotency records", count=purged)
+        if settings.api_log_retention > 0:
+            await _purge_api_logs(db, settings.api_log_retention, metrics)
+
+
+async def _purge_api_logs(db: Database, retention: int, metrics: Metrics | None) -> None:
+    try:
+        purged = await purge_api_logs(db, now=time.time(), retention=retention)
+    except Exception as exc:  # as above: retried next round
+        logger.warning("purging old api log entries failed", error=str(exc))
+        if metrics is not None:
+            metrics.dependency_error("database")
+        return
+    if metrics is not None:
+        metrics.api_log_purged.inc(purged)
+    if purged:
+        logger.info("purged old api log entries", count=purged)
 
 
 def _envelope(error: ApiError) -> Response:
@@ -184,6 +248,7 @@ async def _render_database_unavailable(request: Request, exc: Exception) -> Resp
     # Rendered here rather than left to the pipeline: an exception leaving FastAPI
     # would first be answered as a 500 by Starlette's ServerErrorMiddleware.
     logger.warning("database unavailable", request_id=request_id_of(request.scope), error=str(exc))
+    note_dependency_error(request.scope, "database")
     return _envelope(database_unavailable())
 
 

@@ -13,6 +13,9 @@ from retrysafe.service.app import create_app
 def create_app_from_env() -> ASGIApp:
     """uvicorn ``factory=True`` target used by ``retrysafe serve --workers N``."""
     # structlog is configured per process and workers are spawned fresh, so each
-    # worker applies the parent's --log-level again.
-    log_config.configure_structlog(os.environ.get(env_name("log-level"), "info"))
+    # worker applies the parent's --log-level and --log-format again.
+    log_config.configure_structlog(
+        os.environ.get(env_name("log-level"), "info"),
+        os.environ.get(env_name("log-format"), log_config.DEFAULT_FORMAT),
+    )
     return create_app(settings_from_env())

@@ -165,6 +165,37 @@ SCHEMAS: Mapping[str, Schema] = {
             "created_at": {"type": "string", "format": "date-time"},
         },
     ),
+    "ApiLog": _resource(
+        "api_log",
+        {
+            "request_id": {"type": "string", "description": "The Request-Id of the answer."},
+            "created_at": {"type": "string", "format": "date-time"},
+            "method": {"type": "string"},
+            "path": {"type": "string"},
+            "query": {"type": ["string", "null"]},
+            "route": {"type": ["string", "null"], "description": "The route template."},
+            "status": {"type": "integer"},
+            "duration_ms": {"type": "number"},
+            "api_key_id": {"type": ["string", "null"]},
+            "idempotency_key": {"type": ["string", "null"]},
+            "outcome": {
+                "enum": ["executed", "replayed", "mismatch", "in_flight", "not_recorded", None],
+                "description": "What the idempotency layer did; null without a key.",
+            },
+            "rate_limit": {"enum": ["allowed", "limited", None]},
+            "error_code": {"type": ["string", "null"]},
+            "request_body": {
+                "type": ["string", "null"],
+                "description": "Redacted JSON, with --api-log-bodies only.",
+            },
+            "response_body": {
+                "type": ["string", "null"],
+                "description": "Redacted JSON, with --api-log-bodies only.",
+            },
+        },
+    ),
+    "ApiLogDocument": _single("ApiLog"),
+    "ApiLogList": _list("ApiLog"),
     "Verification": _resource(
         "verification",
         {

@@ -1,0 +1,168 @@
+"""The API-log sink of the service: records buffered in memory, inserted in batches.
+
+A transaction per request would double the writes of a create (and on SQLite
+take the one write lock twice), so the request path only appends to a bounded
+buffer; a background task inserts what accumulated every ``interval`` seconds,
+in one transaction per ``batch_size`` entries. When the buffer is full (the
+database is down or slower than the traffic) new entries are dropped and
+counted in ``retrysafe_api_log_entries_dropped_total``: losing log entries is
+better than slowing or failing the requests they describe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from datetime import UTC, datetime
+
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+
+from retrysafe.database import Database, DatabaseUnavailable
+from retrysafe.database.schema import api_logs
+from retrysafe.observability.metrics import Metrics
+from retrysafe.observability.records import RequestRecord
+from retrysafe.observability.redaction import loggable_body
+from retrysafe.service import ids
+
+__all__ = ["ApiLogWriter", "rfc3339"]
+
+logger = structlog.get_logger("retrysafe.api_log")
+
+MAX_PATH = 2048
+"""Characters of a path or query string an entry keeps."""
+
+_INSERT = api_logs.insert()
+
+
+def rfc3339(epoch: float) -> str:
+    """Epoch seconds as the ``*_at`` text of every table (sorts as time does)."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+class ApiLogWriter:
+    """Buffers :class:`RequestRecord` s and inserts them in batches from a background task.
+
+    :meth:`submit` is all a request pays. :meth:`start` and :meth:`stop` belong to
+    the application's lifespan; ``stop`` writes out whatever is still buffered, so
+    a graceful shutdown loses nothing.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        metrics: Metrics,
+        *,
+        interval: float = 0.5,
+        capacity: int = 10_000,
+        batch_size: int = 500,
+        body_limit: int = 8192,
+    ) -> None:
+        self._db = db
+        self._metrics = metrics
+        self._interval = interval
+        self._capacity = capacity
+        self._batch_size = batch_size
+        self._body_limit = body_limit
+        self._buffer: deque[tuple[str, RequestRecord]] = deque()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+
+    @property
+    def pending(self) -> int:
+        """Entries buffered and not written yet."""
+        return len(self._buffer)
+
+    def submit(self, record: RequestRecord) -> None:
+        if len(self._buffer) >= self._capacity:
+            self._metrics.api_log_dropped.inc()
+            return
+        # The id is taken now, so ids sort in the order requests finished.
+        self._buffer.append((ids.new_id("log"), record))
+
+    def start(self) -> None:
+        """Start the background flushes on the running event loop."""
+        if self._task is None:
+            self._stopping.clear()
+            self._task = asyncio.create_task(self._run(), name="retrysafe-api-log-writer")
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop the background task, then write everything still buffered (within ``grace`` s)."""
+        task, self._task = self._task, None
+        if task is not None:
+            self._stopping.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        try:
+            async with asyncio.timeout(grace):
+                while self._buffer:
+                    if not await self.flush():
+                        break
+        except TimeoutError:
+            logger.warning("api log entries lost at shutdown", count=len(self._buffer))
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._interval)
+            await self.flush()
+
+    async def flush(self) -> bool:
+        """Insert everything buffered, one transaction per batch; False if the database failed.
+
+        On failure the batch goes back to the front of the buffer (as far as the
+        capacity allows) for the next round.
+        """
+        while self._buffer:
+            batch = [
+                self._buffer.popleft() for _ in range(min(self._batch_size, len(self._buffer)))
+            ]
+            rows = [self._row(log_id, record) for log_id, record in batch]
+            try:
+                async with self._db.write() as conn:
+                    await conn.execute(_INSERT, rows)
+            except (DatabaseUnavailable, SQLAlchemyError, OSError) as exc:
+                self._requeue(batch)
+                self._metrics.dependency_error("database")
+                if not self._failing:  # one warning per outage, not one per round
+                    logger.warning("writing api log entries failed", error=str(exc))
+                self._failing = True
+                return False
+            if self._failing:
+                logger.info("writing api log entries works again")
+                self._failing = False
+            self._metrics.api_log_written.inc(len(rows))
+        return True
+
+    def _requeue(self, batch: list[tuple[str, RequestRecord]]) -> None:
+        room = self._capacity - len(self._buffer)
+        kept = batch[:room] if room > 0 else []
+        self._buffer.extendleft(reversed(kept))
+        if len(kept) < len(batch):
+            self._metrics.api_log_dropped.inc(len(batch) - len(kept))
+
+    def _row(self, log_id: str, record: RequestRecord) -> dict[str, object]:
+        limit = self._body_limit
+        return {
+            "id": log_id,
+            "organization_id": record.organization_id,
+            "api_key_id": record.api_key_id,
+            "request_id": record.request_id,
+            "method": record.method[:16],
+            "path": record.path[:MAX_PATH],
+            "query": record.query[:MAX_PATH] or None,
+            "route": record.route[:255],
+            "status": record.status,
+            "duration_ms": round(record.duration_ms, 3),
+            "idempotency_key": record.idempotency_key,
+            "outcome": record.outcome,
+            "rate_limit": record.rate_limit,
+            "error_code": record.error_code[:64] if record.error_code else None,
+            "request_body": loggable_body(record.request_body, record.request_content_type, limit),
+            "response_body": loggable_body(
+                record.response_body, record.response_content_type, limit
+            ),
+            "created_at": rfc3339(record.started_at),
+        }

@@ -1,0 +1,52 @@
+"""The API-log dashboard: static HTML, JS and CSS shipped in the package, served at /dashboard.
+
+No build step and no external asset: the page works on a machine without
+network access. A strict Content-Security-Policy allows scripts, styles and
+requests to this origin only.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+__all__ = ["DASHBOARD_PATH", "DASHBOARD_PATHS", "dashboard_routes"]
+
+DASHBOARD_PATH = "/dashboard"
+
+_FILES = {
+    DASHBOARD_PATH: ("index.html", "text/html; charset=utf-8"),
+    f"{DASHBOARD_PATH}/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
+    f"{DASHBOARD_PATH}/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
+}
+DASHBOARD_PATHS = frozenset(_FILES)
+"""Served without an API key: the page asks for one and sends it to the API itself."""
+
+_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+def dashboard_routes() -> list[Route]:
+    """One GET route per file, its bytes read once from the package."""
+    package = resources.files(__name__)
+    routes = []
+    for path, (name, media_type) in _FILES.items():
+        content = package.joinpath(name).read_bytes()
+
+        async def serve(
+            _request: Request, content: bytes = content, media_type: str = media_type
+        ) -> Response:
+            return Response(content, media_type=media_type, headers=_HEADERS)
+
+        routes.append(Route(path, serve, methods=["GET", "HEAD"], include_in_schema=False))
+    return routes
