@@ -19,7 +19,6 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
@@ -28,7 +27,6 @@ from tests.stores.conftest import store  # noqa: F401  (the fixture this module 
 from retrysafe.idempotency.decisions import Decision, Execute, InFlight, Mismatch, Replay
 from retrysafe.idempotency.records import RecordKey, StoredResponse
 from retrysafe.idempotency.store import IdempotencyStore
-from retrysafe.stores.sql import SqlIdempotencyStore
 
 T = TypeVar("T")
 
@@ -254,34 +252,8 @@ async def _settle(decision: Execute, outcome: str, response: StoredResponse) -> 
         raise HandlerCrash("the process died before its commit")
 
 
-KNOWN_SQL_BUG = (
-    "SqlIdempotencyStore loses an error answer (status >= 400) given for a key whose record "
-    "had expired: complete() rolls back the claim, which restores the expired row, and its "
-    "INSERT ... ON CONFLICT DO NOTHING then meets that row and records nothing, so the next "
-    "request with the key executes again instead of replaying."
-)
-
-
-def mark_known_bugs(request: pytest.FixtureRequest, target: IdempotencyStore, *, run: bool) -> None:
-    """Expect the failure of a store with a known, reported bug.
-
-    The short regression test runs (strict: once the store is fixed it passes, and
-    the run fails until this function forgets the bug); the model run stops here
-    meanwhile, as shrinking a known failure costs minutes per store.
-    """
-    if not isinstance(target, SqlIdempotencyStore):
-        return
-    if not run:
-        pytest.xfail(KNOWN_SQL_BUG)
-    request.applymarker(pytest.mark.xfail(reason=KNOWN_SQL_BUG, strict=True))
-
-
-async def test_store_behaves_like_the_model(
-    store: IdempotencyStore,  # noqa: F811
-    request: pytest.FixtureRequest,
-) -> None:
+async def test_store_behaves_like_the_model(store: IdempotencyStore) -> None:  # noqa: F811
     """Every store gives the model's decision at every step of every generated sequence."""
-    mark_known_bugs(request, store, run=False)
     loop = asyncio.get_running_loop()
     # Hypothesis runs in a worker thread and hands each store call back to this
     # loop, which owns the store's connections; the loop stays free meanwhile.
@@ -294,13 +266,13 @@ async def test_store_behaves_like_the_model(
 
 async def test_error_answer_for_an_expired_key_is_recorded(
     store: IdempotencyStore,  # noqa: F811
-    request: pytest.FixtureRequest,
 ) -> None:
     """The shortest sequence the model found: expire a record, answer the key with a 400, retry.
 
-    The retry must replay the 400; executing again would run a request twice.
+    The retry must replay the 400; executing again would run a request twice. (The SQL
+    store used to lose that answer: rolling back the claim restored the expired row,
+    and an INSERT ... DO NOTHING then recorded nothing.)
     """
-    mark_known_bugs(request, store, run=True)
     key = RecordKey("org-" + uuid.uuid4().hex[:8], "k1")
     created = StoredResponse(201, b"created", "application/json", "/api/v1/accounts/act_1")
     refused = StoredResponse(400, b"refused", "application/json")
