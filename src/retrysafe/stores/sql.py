@@ -34,6 +34,8 @@ from retrysafe.idempotency.decisions import (
     Execute,
     InFlight,
     LeaseLost,
+    Mismatch,
+    Replay,
     Resumption,
     TakeOver,
     judge,
@@ -182,7 +184,11 @@ class SqlIdempotencyStore:
         self, key: RecordKey, fingerprint: str, *, now: float, ttl: float
     ) -> AsyncIterator[Decision]:
         if key in self._running:
-            yield InFlight(retry_after=1)
+            # Most often another replay of a completed key is being judged: this one
+            # replays too. Only a claim still running leaves 409 as the answer.
+            async with self._db.read() as reader:
+                settled = await _settled(reader, key, fingerprint, now)
+            yield settled or InFlight(retry_after=1)
             return
         self._running.add(key)
         decision: Decision | None = None
@@ -219,7 +225,7 @@ class SqlIdempotencyStore:
             # that visible at once, so the answer is 409 rather than a wait.
             lock = f"{key.organization_id}\x1f{key.key}"
             if not await conn.scalar(_PG_TRY_LOCK, {"lock": lock}):
-                return InFlight(retry_after=1)
+                return await _settled(conn, key, fingerprint, now) or InFlight(retry_after=1)
         token = uuid.uuid4().hex
         params = {
             **ids,
@@ -358,8 +364,28 @@ class _SqlAttempt:
         await conn.commit()
 
 
+async def _settled(
+    conn: AsyncConnection, key: RecordKey, fingerprint: str, now: float
+) -> Replay | Mismatch | None:
+    """The answer when the committed record already decides it (replay or mismatch), else None."""
+    existing = await _find(conn, key)
+    if existing is None or existing.expires_at <= now:
+        return None
+    verdict = judge(existing, fingerprint, now)
+    return verdict if isinstance(verdict, Replay | Mismatch) else None
+
+
 async def _load(conn: AsyncConnection, key: RecordKey) -> IdempotencyRecord:
-    row = (await conn.execute(_LOAD, {"org": key.organization_id, "p_key": key.key})).one()
+    record = await _find(conn, key)
+    if record is None:  # pragma: no cover - callers load only a key whose claim conflicted
+        raise LookupError(f"no idempotency record for {key}")
+    return record
+
+
+async def _find(conn: AsyncConnection, key: RecordKey) -> IdempotencyRecord | None:
+    row = (await conn.execute(_LOAD, {"org": key.organization_id, "p_key": key.key})).first()
+    if row is None:
+        return None
     response = None
     if row.response_status is not None:
         response = StoredResponse(
