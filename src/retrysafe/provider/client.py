@@ -33,30 +33,30 @@ class ProviderTimedOut(Exception):
 class CheckAnswer:
     """A successful check result, whatever its verdict."""
 
-    reference: str
+    check_id: str
     """The provider's id for the check (``chk_…``)."""
     status: str
     """``passed`` or ``failed``."""
     reasons: tuple[str, ...]
 
     def to_json(self) -> dict[str, Any]:
-        return {"reference": self.reference, "status": self.status, "reasons": list(self.reasons)}
+        return {"id": self.check_id, "status": self.status, "reasons": list(self.reasons)}
 
     @classmethod
     def from_json(cls, document: Any) -> CheckAnswer:
         """Accept exactly the shape of a check result; raise :class:`ValueError` otherwise."""
         if not isinstance(document, Mapping):
             raise ValueError("the answer is not a JSON object")
-        reference = document.get("reference", document.get("id"))
+        check_id = document.get("id")
         status = document.get("status")
         reasons = document.get("reasons")
-        if not isinstance(reference, str) or not reference:
+        if not isinstance(check_id, str) or not check_id:
             raise ValueError("the answer has no check id")
         if status not in CHECK_STATUSES:
             raise ValueError(f"the answer's status is {status!r}, not passed or failed")
         if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
             raise ValueError("the answer's reasons are not a list of strings")
-        return cls(reference, status, tuple(reasons))
+        return cls(check_id, status, tuple(reasons))
 
 
 def parse_answer(answer: Answer) -> CheckAnswer:

@@ -156,7 +156,7 @@ def verifications_router(db: Database, reader: BodyReader, provider: ProviderCli
             "kind": call["kind"],
             "status": answer.status,
             "reasons": json.dumps(list(answer.reasons)),
-            "provider_reference": answer.reference,
+            "provider_reference": answer.check_id,
             "created_at": timestamp(),
         }
         async with db.write() as conn:
