@@ -13,14 +13,21 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from redis.asyncio import Redis
+from tests.pipeline.asgi_apps import client, read_body, send_json
 from tests.support import redis_service
 from tests.support.throwaway import ThrowawayRedis, free_port, skip_without_redis_binary
 
+from retrysafe.asgi import Receive, Scope, Send
 from retrysafe.database.engine import DatabaseUnavailable
 from retrysafe.idempotency.decisions import Execute, InFlight, LeaseLost, Replay
 from retrysafe.idempotency.records import RecordKey, StoredResponse
+from retrysafe.pipeline import build_pipeline
+from retrysafe.pipeline.principal import Principal
+from retrysafe.pipeline.rate_limit import RateLimiter
+from retrysafe.settings import Settings
 from retrysafe.stores.redis import RedisIdempotencyStore
 
 from .conftest import redis_store
@@ -279,3 +286,58 @@ async def test_the_store_recovers_when_redis_comes_back(throwaway_redis: Throwaw
             assert decision == Replay(CREATED)
     finally:
         await store.aclose()
+
+
+async def test_a_pipeline_without_a_database_runs_a_key_once_across_two_processes(
+    store: RedisIdempotencyStore,
+) -> None:
+    """Two pipelines (two processes' worth) on one Redis: 20 racing duplicates, one execution."""
+    executed: list[int] = []
+    release = asyncio.Event()
+
+    async def create(scope: Scope, receive: Receive, send: Send) -> None:
+        await read_body(receive)
+        executed.append(1)
+        await release.wait()
+        await send_json(send, 201, {"id": f"thing_{len(executed)}"})
+
+    async def authenticate(secret: str) -> Principal | None:
+        return Principal("org_1", "key_1", frozenset()) if secret == "good" else None
+
+    other = RedisIdempotencyStore.from_url(redis_service.URL, prefix=store.prefix)
+    apps = [
+        build_pipeline(
+            create,
+            settings=Settings(rate_limit="1000/second"),
+            authenticator=authenticate,
+            idempotency_store=each,
+            rate_limiter=RateLimiter.from_settings("1000/second"),
+        )
+        for each in (store, other)
+    ]
+    headers = {"authorization": "Bearer good", "idempotency-key": "order-7"}
+    try:
+        async with client(apps[0]) as first, client(apps[1]) as second:
+
+            async def post(http: httpx.AsyncClient) -> httpx.Response:
+                return await http.post("/things", json={"amount": 7}, headers=headers)
+
+            racing = [asyncio.create_task(post((first, second)[i % 2])) for i in range(20)]
+            # The one that runs is held; every duplicate must be answered meanwhile.
+            pending = set(racing)
+            while len(pending) > 1:
+                done, pending = await asyncio.wait(
+                    pending, timeout=10, return_when=asyncio.FIRST_COMPLETED
+                )
+                assert done, "a duplicate was left waiting behind the running request"
+            release.set()
+            answers = await asyncio.gather(*racing)
+            replay = await post(second)
+    finally:
+        await other.aclose()
+    assert len(executed) == 1
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [201] + [409] * 19
+    assert replay.status_code == 201
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.json() == {"id": "thing_1"}
