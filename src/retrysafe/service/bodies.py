@@ -21,6 +21,7 @@ from python_multipart.multipart import MultipartParser, MultipartState, parse_op
 from starlette.requests import Request
 
 from retrysafe.envelope import ApiError, FieldErrors
+from retrysafe.service.validation import pointer_token
 
 _FORM_ATTRIBUTE = re.compile(r"data\[attributes\]\[([^\[\]]*)\]")
 _JSON_TYPES = ("application/json", "")
@@ -207,12 +208,8 @@ def form_pointer(name: str) -> str:
     """The JSON pointer of a form field: ``data[attributes][x]`` → ``/data/attributes/x``."""
     match = _FORM_ATTRIBUTE.fullmatch(name)
     if match is not None:
-        return "/data/attributes/" + _escape(match.group(1))
-    return "/" + _escape(name)
-
-
-def _escape(token: str) -> str:
-    return token.replace("~", "~0").replace("/", "~1")
+        return "/data/attributes/" + pointer_token(match.group(1))
+    return "/" + pointer_token(name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,8 +76,8 @@ def validate(
     """
     clean: dict[str, str | None] = {}
     for name, value in attributes.items():
-        pointer = pointer_prefix + name
-        label = pointer.strip("/").replace("/", ".")
+        pointer = pointer_prefix + pointer_token(name)
+        label = pointer_prefix.strip("/").replace("/", ".") + "." + name
         field = schema.get(name)
         if field is None:
             allowed = ", ".join(sorted(schema)) or "none"
@@ -92,6 +92,15 @@ def validate(
         if not isinstance(result, _Invalid):
             clean[name] = result
     return clean
+
+
+def pointer_token(name: str) -> str:
+    """``name`` as one JSON-pointer reference token (RFC 6901: ``~`` → ``~0``, ``/`` → ``~1``).
+
+    Names are the client's (an unknown attribute is quoted back), so without this a
+    name holding ``/`` would point somewhere else and one holding ``~`` nowhere.
+    """
+    return name.replace("~", "~0").replace("/", "~1")
 
 
 def check_value(
