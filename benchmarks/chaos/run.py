@@ -98,11 +98,17 @@ def _counting_retries() -> Iterator[RetryCounter]:
         logger.propagate = propagate
 
 
-def _client(config: ChaosConfig, base_url: str, api_key: str, log: AnswerLog) -> AsyncClient:
-    http = httpx.AsyncClient(
+def _http(config: ChaosConfig, log: AnswerLog) -> httpx.AsyncClient:
+    """The SDK's connection pool, with the hook that logs every answer (the caller closes it)."""
+    return httpx.AsyncClient(
         event_hooks={"response": [log.hook]},
         limits=httpx.Limits(max_connections=config.workers * 2),
     )
+
+
+def _client(
+    config: ChaosConfig, base_url: str, api_key: str, http: httpx.AsyncClient
+) -> AsyncClient:
     return AsyncClient(
         api_key,
         base_url=base_url,
@@ -201,7 +207,10 @@ async def _run(config: ChaosConfig, workdir: Path) -> RunResult:
             _counting_retries() as retries,
         ):
             proxy.set_chooser(chooser)
-            async with _client(config, proxy.url, cluster.api_key, log) as client:
+            async with (
+                _http(config, log) as http,
+                _client(config, proxy.url, cluster.api_key, http) as client,
+            ):
                 workload = Workload(
                     client,
                     operations=config.operations,
