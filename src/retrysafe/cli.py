@@ -100,6 +100,14 @@ def serve(
         int, _option("port", "Port to listen on.", metavar="PORT", min=0, max=65535)
     ] = 8000,
     database: DatabaseOption = DEFAULT_DATABASE_URL,
+    db_pool_size: Annotated[
+        int,
+        _option(
+            "db-pool-size",
+            "PostgreSQL connections per process (processes x N <= max_connections).",
+            metavar="N",
+        ),
+    ] = _DEFAULTS.db_pool_size,
     redis: Annotated[
         str | None,
         _option(
@@ -156,6 +164,7 @@ def serve(
     settings = _checked(
         Settings(
             database_url=database,
+            db_pool_size=db_pool_size,
             redis_url=redis or None,
             rate_limit=rate_limit,
             idempotency_ttl=idempotency_ttl,

@@ -68,6 +68,7 @@ def parse_bool(text: str) -> bool:
 
 SERVER_OPTIONS: tuple[Option, ...] = (
     Option("database", "database_url", str),
+    Option("db-pool-size", "db_pool_size", int),
     Option("redis", "redis_url", _optional_str),
     Option("rate-limit", "rate_limit", str),
     Option("idempotency-ttl", "idempotency_ttl", int),
@@ -134,6 +135,7 @@ def check(settings: Settings) -> Settings:
     if settings.provider_url is not None:
         _check_url(settings.provider_url, PROVIDER_SCHEMES, _BY_FIELD["provider_url"].label)
     check_rate_limit(settings.rate_limit)
+    _at_least(settings.db_pool_size, 1, "db_pool_size", "connection")
     _at_least(settings.idempotency_ttl, 1, "idempotency_ttl", "second")
     _at_least(settings.max_body, 1, "max_body", "byte")
     _at_least(settings.max_upload, 1, "max_upload", "byte")

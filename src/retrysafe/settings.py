@@ -16,6 +16,14 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     """SQLAlchemy-style URL without a driver: ``sqlite:///path`` or ``postgresql://…``."""
 
+    db_pool_size: int = 10
+    """PostgreSQL connections one server process keeps, and the most it opens (no overflow).
+
+    Requests hold one only for their transaction, a few milliseconds, so ten keep a
+    process's single core busy; the sum over all processes must stay below the
+    server's ``max_connections``. Ignored on SQLite.
+    """
+
     redis_url: str | None = None
     """Shared rate-limit storage; ``None`` keeps limits in this process only."""
 

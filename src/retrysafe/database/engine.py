@@ -21,6 +21,7 @@ from typing import Any, cast
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, ExceptionContext
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -61,7 +62,7 @@ def _sqlite_begin(conn: Connection) -> None:
 class Database:
     """Connections for reads and for writes; on SQLite one writer per process at a time."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, pool_timeout: float = 10.0) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite}
@@ -69,7 +70,9 @@ class Database:
             path = url.split("///", 1)[1] if "///" in url else ":memory:"
             kwargs["async_creator"] = partial(sqlite_driver.connect, path)
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
+            # No overflow: pool_size is then the most this process ever opens, so
+            # processes x pool_size bounds what the server must allow.
+            kwargs.update(pool_size=pool_size, max_overflow=0, pool_timeout=pool_timeout)
         self.engine: AsyncEngine = create_async_engine(async_url(url), **kwargs)
         # SQLite has one writer per file; queueing writers in-process on a lock is far
         # cheaper than letting them spin in SQLite's busy handler. Other processes
@@ -160,6 +163,10 @@ class Database:
         try:
             conn = await self.engine.connect()
         except (OSError, DBAPIError) as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
+        except PoolTimeout as exc:
+            # Every pooled connection stayed busy for pool_timeout: nothing ran, so a
+            # 503 the client retries with the same key, not a 500.
             raise DatabaseUnavailable(str(exc)) from exc
         try:
             if immediate and self.is_sqlite:

@@ -73,7 +73,7 @@ def create_app(settings: Settings, *, provider: ProviderClient | None = None) ->
 
     ``provider`` replaces the upstream provider client ``settings`` describe.
     """
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, pool_size=settings.db_pool_size)
     # Checkpointed records are held past the request deadline: see lease_seconds.
     store = SqlIdempotencyStore(db, lease_seconds=lease_seconds(settings.request_timeout))
     metrics = Metrics()
