@@ -176,7 +176,9 @@ def create_api(
         "/health",
         tags=["health"],
         summary="Whether this process can reach its database",
-        **openapi.operation(status=200, schema=None, description='{"status": "ok"}', errors=(503,)),
+        **openapi.operation(
+            status=200, schema=None, description='{"status": "ok"}', errors=(503,), public=True
+        ),
     )
     async def health(request: Request) -> Response:
         try:

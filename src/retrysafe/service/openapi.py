@@ -7,7 +7,8 @@ means FastAPI cannot infer these schemas; each route states them through
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from fastapi import FastAPI
@@ -34,13 +35,14 @@ ACCOUNT_INPUT: Mapping[str, Schema] = {
     "birthdate": _nullable_string(10, format="date", description="YYYY-MM-DD, not in the future."),
 }
 INQUIRY_INPUT: Mapping[str, Schema] = {
-    "reference_id": {
-        "type": "string",
-        "maxLength": 255,
-        "description": "Joins the account with this reference id, creating it if absent.",
-    },
-    "account_id": {"type": "string", "description": "An existing account (act_…)."},
+    "reference_id": _nullable_string(
+        255,
+        minLength=1,
+        description="Joins the account with this reference id, creating it if absent.",
+    ),
+    "account_id": _nullable_string(64, minLength=1, description="An existing account (act_…)."),
 }
+_INQUIRY_TARGETS = ("reference_id", "account_id")
 _TIMESTAMPS: Mapping[str, Schema] = {
     "created_at": {"type": "string", "format": "date-time"},
     "updated_at": {"type": "string", "format": "date-time"},
@@ -89,7 +91,13 @@ def _list(name: str) -> Schema:
 
 
 def _json_request(attributes: Mapping[str, Schema], required: Iterable[str] = ()) -> Schema:
-    attrs: Schema = {"type": "object", "properties": dict(attributes)}
+    # additionalProperties: the handlers refuse unknown attributes (400 unknown_parameter),
+    # so that a misspelt name is not silently dropped.
+    attrs: Schema = {
+        "type": "object",
+        "properties": dict(attributes),
+        "additionalProperties": False,
+    }
     if required:
         attrs["required"] = list(required)
     return {
@@ -109,10 +117,42 @@ def _form_request(attributes: Mapping[str, Schema]) -> Schema:
     return {
         "type": "object",
         "properties": {
-            f"data[attributes][{name}]": {"type": "string", **_without_type(schema)}
+            _form_field(name): {"type": "string", **_without_type(schema)}
             for name, schema in attributes.items()
         },
+        "additionalProperties": False,
     }
+
+
+def _exactly_one(names: tuple[str, str], *, form: bool) -> list[Schema]:
+    """``oneOf`` branches: exactly one of two attributes is given (a JSON null is not given)."""
+    first, second = names
+    branches: list[Schema] = []
+    for given, other in ((first, second), (second, first)):
+        if form:
+            field, other_field = _form_field(given), _form_field(other)
+            branches.append({"required": [field], "not": {"required": [other_field]}})
+        else:
+            branches.append(
+                {
+                    "required": [given],
+                    "properties": {given: {"type": "string"}, other: {"type": "null"}},
+                }
+            )
+    return branches
+
+
+def _form_field(name: str) -> str:
+    return f"data[attributes][{name}]"
+
+
+def _with_one_of(schema: Schema, one_of: list[Schema], *, form: bool) -> Schema:
+    if form:
+        return {**schema, "oneOf": one_of}
+    data = schema["properties"]["data"]
+    attributes = {**data["properties"]["attributes"], "oneOf": one_of}
+    data = {**data, "properties": {**data["properties"], "attributes": attributes}}
+    return {**schema, "properties": {**schema["properties"], "data": data}}
 
 
 def _without_type(schema: Schema) -> Schema:
@@ -221,15 +261,21 @@ SCHEMAS: Mapping[str, Schema] = {
     "DocumentDocument": _single("Document"),
     "AccountRequest": _json_request(ACCOUNT_INPUT),
     "AccountForm": _form_request(ACCOUNT_INPUT),
-    "InquiryRequest": _json_request(INQUIRY_INPUT),
-    "InquiryForm": _form_request(INQUIRY_INPUT),
+    # The inquiry create takes reference_id or account_id, never both (400 otherwise).
+    "InquiryRequest": _with_one_of(
+        _json_request(INQUIRY_INPUT), _exactly_one(_INQUIRY_TARGETS, form=False), form=False
+    ),
+    "InquiryForm": _with_one_of(
+        _form_request(INQUIRY_INPUT), _exactly_one(_INQUIRY_TARGETS, form=True), form=True
+    ),
     "DocumentUpload": {
         "type": "object",
         "required": ["file"],
         "properties": {
             "file": {"type": "string", "format": "binary"},
-            "kind": {"type": "string", "maxLength": 64},
+            "kind": {"type": "string", "minLength": 1, "maxLength": 64},
         },
+        "additionalProperties": False,
     },
 }
 
@@ -251,6 +297,8 @@ _ERROR_WHEN: Mapping[int, str] = {
 }
 _ALWAYS = (401, 429, 500, 503, 504)
 _WRITES = (400, 409, 413, 415, 422)
+_GATED = {401, 429}
+"""What a public route (no key, no rate limit) never answers."""
 
 _LOCATION = {"Location": {"schema": {"type": "string"}, "description": "/api/v1/<type>/<id>"}}
 QUOTA_HEADERS = {
@@ -279,6 +327,35 @@ def query_parameter(name: str, schema: Schema, description: str) -> Schema:
     }
 
 
+IDEMPOTENCY_KEY_PATTERN = (
+    r'^(?:[!-~]|[!#-~][!-~]{1,254}|"[!-~]{0,253}[!#-~]|"(?:[!-\[\]-~]|\\["\\]){1,255}")$'
+)
+"""Exactly the values :func:`retrysafe.idempotency.keys.parse_idempotency_key` accepts.
+
+1 to 255 visible ASCII characters, or the same in double quotes (the IETF draft's
+structured-field string, where only ``\\"`` and ``\\\\`` are escapes). A test holds
+the two to agreement, so a fuzzer that sends any other value must get a 400.
+"""
+
+IDEMPOTENCY_KEY_PARAMETER: Schema = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
+    "description": "Run this request at most once per key in your organization: a retry with"
+    " the same key replays the recorded answer (Idempotent-Replayed: true); the same key"
+    " with other parameters is 422, and while the first still runs, 409.",
+}
+
+BEARER_SCHEME = "apiKey"
+SECURITY_SCHEMES: Mapping[str, Schema] = {
+    BEARER_SCHEME: {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "Authorization: Bearer rsk_key_….<secret> (retrysafe keys create).",
+    }
+}
+
 PAGE_PARAMETERS = (
     query_parameter(
         "page[size]", {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}, "Page size."
@@ -298,11 +375,14 @@ def operation(
     form_only: bool = False,
     parameters: Iterable[Schema] = (),
     headers: Mapping[str, Schema] | None = None,
+    public: bool = False,
 ) -> dict[str, Any]:
     """Keyword arguments for a route decorator: responses, body and parameters.
 
     ``body`` is ``(json_schema, form_schema)``; with ``form_only`` only the form is
-    documented (uploads). ``write`` adds the errors every POST/PATCH can meet.
+    documented (uploads). ``write`` adds the errors every POST/PATCH can meet and
+    the ``Idempotency-Key`` header. ``public`` marks a route that needs no key and
+    is not rate limited (``/health``): no 401 or 429, and no security requirement.
     """
     success: Schema = {"description": description}
     if schema is not None:
@@ -312,7 +392,7 @@ def operation(
         response_headers.update(_LOCATION)
     if response_headers:
         success["headers"] = response_headers
-    codes = sorted({*errors, *_ALWAYS, *(_WRITES if write else ())})
+    codes = sorted({*errors, *_ALWAYS, *(_WRITES if write else ())} - (_GATED if public else set()))
     responses: dict[int | str, dict[str, Any]] = {status: success}
     for code in codes:
         responses[code] = {
@@ -326,13 +406,36 @@ def operation(
         if not form_only:
             content = {"application/json": {"schema": ref(json_schema)}, **content}
         extra["requestBody"] = {"required": True, "content": content}
-    if parameters:
-        extra["parameters"] = list(parameters)
+    all_parameters = [*parameters, *((IDEMPOTENCY_KEY_PARAMETER,) if write else ())]
+    if all_parameters:
+        extra["parameters"] = all_parameters
+    if public:
+        extra["security"] = []
     return {"status_code": status, "responses": responses, "openapi_extra": extra}
 
 
-def install(app: FastAPI) -> None:
-    """Serve the document with the shared schemas, generated once on first request."""
+RESOURCES: Mapping[str, tuple[str, str]] = {
+    "Account": ("accounts", "act"),
+    "Inquiry": ("inquiries", "inq"),
+    "Document": ("documents", "doc"),
+    "Verification": ("verifications", "ver"),
+    "ApiLog": ("api-logs", "log"),
+}
+"""Resource schema → (collection under /api/v1, id prefix): where links lead, what cursors are."""
+
+_ID_BODY = "[0-9a-hjkmnp-tv-z]{26}"  # retrysafe.service.ids: Crockford base32, lower case
+_TEMPLATE = re.compile(r"\{([^}]+)\}")
+_OPERATION_METHODS = ("get", "post", "patch", "put", "delete")
+
+
+def install(app: FastAPI, *, api_prefix: str = "/api/v1") -> None:
+    """Serve the document with the shared schemas, generated once on first request.
+
+    Beyond what the routes state, the whole document gets the bearer security
+    scheme, links from each create to the operations on what it created (so
+    clients and fuzzers can follow ``201`` → ``/…/{id}``), and the exact cursor
+    format of each list's ``page[after]``.
+    """
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -342,8 +445,68 @@ def install(app: FastAPI) -> None:
                 description=app.description,
                 routes=app.routes,
             )
-            document.setdefault("components", {}).setdefault("schemas", {}).update(SCHEMAS)
+            components = document.setdefault("components", {})
+            components.setdefault("schemas", {}).update(SCHEMAS)
+            components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
+            document["security"] = [{BEARER_SCHEME: []}]
+            _add_links(document, api_prefix)
+            _constrain_cursors(document)
             app.openapi_schema = document
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _operations(document: Schema) -> Iterator[tuple[str, str, Schema]]:
+    for path, item in document.get("paths", {}).items():
+        for method in _OPERATION_METHODS:
+            if method in item:
+                yield path, method, item[method]
+
+
+def _response_schema(operation: Schema, status: str) -> str | None:
+    """The component name of ``operation``'s JSON answer for ``status``, if it names one."""
+    content = operation.get("responses", {}).get(status, {}).get("content", {})
+    reference = content.get("application/json", {}).get("schema", {}).get("$ref", "")
+    return reference.rpartition("/")[2] or None
+
+
+def _add_links(document: Schema, api_prefix: str) -> None:
+    """Link each ``201 {X}Document`` to every operation under ``/{collection}/{id}``.
+
+    The id travels as ``$response.body#/data/id``; ``Location`` names the same path.
+    """
+    operations = list(_operations(document))
+    for _path, _method, operation in operations:
+        resource = (_response_schema(operation, "201") or "").removesuffix("Document")
+        if resource not in RESOURCES:
+            continue
+        collection = f"{api_prefix}/{RESOURCES[resource][0]}/"
+        links: dict[str, Schema] = {}
+        for path, _m, target in operations:
+            names = _TEMPLATE.findall(path)
+            if not path.startswith(collection + "{") or not names or "operationId" not in target:
+                continue
+            links[target["operationId"]] = {
+                "operationId": target["operationId"],
+                "parameters": {names[0]: "$response.body#/data/id"},
+                "description": f"{target.get('summary', '')} of the one just created.",
+            }
+        if links:
+            operation["responses"]["201"]["links"] = links
+
+
+def _constrain_cursors(document: Schema) -> None:
+    """``page[after]`` is an id of the listed type (anything else is 400): say so exactly."""
+    for _path, _method, operation in _operations(document):
+        listed = _response_schema(operation, "200") or ""
+        resource = listed.removesuffix("List")
+        if resource == listed or resource not in RESOURCES:
+            continue
+        prefix = RESOURCES[resource][1]
+        operation["parameters"] = [
+            {**parameter, "schema": {"type": "string", "pattern": f"^{prefix}_{_ID_BODY}$"}}
+            if parameter.get("name") == "page[after]"
+            else parameter
+            for parameter in operation.get("parameters", [])
+        ]
