@@ -1,7 +1,7 @@
 """``retrysafe serve --workers 2``: duplicates spread over both worker processes run once.
 
-uvicorn's workers share one listening socket, so which process gets a connection is
-the kernel's choice. The test holds the database's write path shut while duplicates
+Each worker listens on its own SO_REUSEPORT socket, so which process gets a
+connection is the kernel's choice (a hash of the addresses). The test holds the database's write path shut while duplicates
 arrive on separate connections: each worker lets at most its first one reach the
 database, where it waits, and answers the rest 409 from memory. A second execution
 would have to pass the database's own guard (SQLite's write lock, PostgreSQL's
