@@ -206,8 +206,11 @@ def serve(
     log_config.configure_structlog(log_level.value, log_format.value)
     if workers == 1:
         from retrysafe.service.app import create_app
+        from retrysafe.service.heap import freeze_startup_heap
 
-        uvicorn.run(create_app(settings), **common)
+        application = create_app(settings)
+        freeze_startup_heap()
+        uvicorn.run(application, **common)
         return
     # Worker processes are started from an import string and cannot be handed a
     # Settings object, so they rebuild it from the same RETRYSAFE_* variables.

@@ -8,6 +8,7 @@ from retrysafe import log_config
 from retrysafe.asgi import ASGIApp
 from retrysafe.config import env_name, settings_from_env
 from retrysafe.service.app import create_app
+from retrysafe.service.heap import freeze_startup_heap
 
 
 def create_app_from_env() -> ASGIApp:
@@ -18,4 +19,6 @@ def create_app_from_env() -> ASGIApp:
         os.environ.get(env_name("log-level"), "info"),
         os.environ.get(env_name("log-format"), log_config.DEFAULT_FORMAT),
     )
-    return create_app(settings_from_env())
+    app = create_app(settings_from_env())
+    freeze_startup_heap()
+    return app

@@ -1,0 +1,62 @@
+"""serve freezes the startup heap, so full garbage collections skip it while serving."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+
+import pytest
+
+from retrysafe.service.heap import freeze_startup_heap
+
+from .conftest import MainRunner
+
+
+class _Node:
+    """Something that can sit in a reference cycle and be watched by a weak reference."""
+
+    other: _Node | None = None
+
+
+@pytest.fixture
+def unfrozen() -> Iterator[None]:
+    """Leave the test process's collector as it was found."""
+    yield
+    gc.unfreeze()
+
+
+@pytest.mark.usefixtures("unfrozen")
+def test_objects_alive_at_startup_are_frozen_and_later_cycles_still_collected() -> None:
+    survivor = _Node()
+    freeze_startup_heap()
+    assert gc.get_freeze_count() > 0
+    assert gc.is_tracked(survivor)
+
+    cycle = _Node()
+    cycle.other = _Node()
+    cycle.other.other = cycle
+    watched = weakref.ref(cycle)
+    del cycle
+    gc.collect()
+    assert watched() is None
+
+
+@pytest.mark.usefixtures("unfrozen")
+def test_serve_freezes_after_building_the_app_and_before_serving(
+    run_main: MainRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    frozen_when_served: list[int] = []
+
+    def serve(app: object, **_options: object) -> None:
+        assert callable(app)
+        frozen_when_served.append(gc.get_freeze_count())
+
+    gc.unfreeze()
+    monkeypatch.setattr(uvicorn, "run", serve)
+    outcome = run_main("serve", "--port", "0")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert len(frozen_when_served) == 1
+    assert frozen_when_served[0] > 0
