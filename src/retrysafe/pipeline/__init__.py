@@ -13,6 +13,7 @@ from retrysafe.pipeline.authentication import (
     AuthenticationLayer,
     Authenticator,
 )
+from retrysafe.pipeline.authorization import AuthorizationLayer, RouteTable
 from retrysafe.pipeline.body_limits import BodyLimitLayer
 from retrysafe.pipeline.deadline import DeadlineLayer
 from retrysafe.pipeline.envelope_layer import ErrorEnvelopeLayer
@@ -46,6 +47,7 @@ def build_pipeline(
     api_log_sink: ApiLogSink | None = None,
     api_log_paths: Callable[[str], bool] = _no_api_log,
     public_paths: frozenset[str] = DEFAULT_PUBLIC_PATHS,
+    route_table: RouteTable | None = None,
 ) -> ASGIApp:
     """Wrap ``app`` in the SPEC §2 order; this function *is* the architecture diagram.
 
@@ -54,11 +56,15 @@ def build_pipeline(
     Because rate limiting and authentication sit outside idempotency, a 429 or a
     401 is never recorded, and neither is a 413/415 or a shed 503. Observation
     sits just inside the envelope, so it sees every answer, those included; the
-    requests ``api_log_paths`` accepts also go to ``api_log_sink``.
+    requests ``api_log_paths`` accepts also go to ``api_log_sink``. Given
+    ``route_table``, an unknown route (404/405) or a key without the endpoint's
+    scope (403) is answered above idempotency too, so never recorded or replayed.
     """
     handler_routes = getattr(app, "routes", ())
     app = DeadlineLayer(app, timeout=settings.request_timeout)  # 7. handler (504 past deadline)
     app = IdempotencyLayer(app, store=idempotency_store, ttl=settings.idempotency_ttl, clock=clock)
+    if route_table is not None:
+        app = AuthorizationLayer(app, routes=route_table)  # 5b. 404/405, 403 scope
     app = AuthenticationLayer(
         app, authenticator=authenticator, public_paths=public_paths | {METRICS_PATH}
     )  # 5. 401

@@ -46,6 +46,7 @@ from retrysafe.service.bodies import BodyReader
 from retrysafe.service.dashboard import DASHBOARD_PATHS, dashboard_routes
 from retrysafe.service.documents import documents_router
 from retrysafe.service.inquiries import inquiries_router
+from retrysafe.service.scopes import RouteScopes
 from retrysafe.service.serialization import API_PREFIX, JSON_MEDIA_TYPE
 from retrysafe.service.verifications import verifications_router
 from retrysafe.settings import Settings
@@ -87,15 +88,16 @@ def create_app(settings: Settings, *, provider: ProviderClient | None = None) ->
         if settings.api_log_retention > 0
         else None
     )
+    api = create_api(
+        db,
+        settings,
+        idempotency_store=store,
+        metrics=metrics,
+        api_log=api_log,
+        provider=provider,
+    )
     return build_pipeline(
-        create_api(
-            db,
-            settings,
-            idempotency_store=store,
-            metrics=metrics,
-            api_log=api_log,
-            provider=provider,
-        ),
+        api,
         settings=settings,
         authenticator=DatabaseAuthenticator(db),
         idempotency_store=store,
@@ -104,6 +106,7 @@ def create_app(settings: Settings, *, provider: ProviderClient | None = None) ->
         api_log_sink=api_log,
         api_log_paths=is_logged_path,
         public_paths=DEFAULT_PUBLIC_PATHS | DASHBOARD_PATHS,
+        route_table=RouteScopes(api.routes),
     )
 
 
