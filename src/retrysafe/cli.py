@@ -6,7 +6,6 @@ import asyncio
 import enum
 import os
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -18,10 +17,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from retrysafe import config, log_config
 from retrysafe.config import ConfigError, display_url, env_name
 from retrysafe.database import Database, DatabaseUnavailable
+from retrysafe.database.migrate import MigrationProgress
 from retrysafe.service import admin
 from retrysafe.service.api_keys import ALL_SCOPES
 from retrysafe.settings import DEFAULT_DATABASE_URL, Settings
-from retrysafe.stores.sql import SqlIdempotencyStore
 
 T = TypeVar("T")
 
@@ -74,11 +73,26 @@ orgs_app = typer.Typer(help="Manage organizations.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(orgs_app, name="orgs")
 
+# `retrysafe logs tail`, in its own module; it imports this one's plumbing at call time.
+from retrysafe.commands.logs import logs_app  # noqa: E402
+
+app.add_typer(logs_app, name="logs")
+
 
 def _option(flag: str, help: str, **kwargs: Any) -> Any:
     """A ``--flag`` that also reads ``RETRYSAFE_FLAG``, as SPEC §5 asks of every flag."""
     return typer.Option(f"--{flag}", envvar=env_name(flag), help=help, **kwargs)
 
+
+ApiLogRetentionOption = Annotated[
+    int,
+    _option(
+        "api-log-retention",
+        "How long API-log entries are kept; 0 records none.",
+        metavar="SECONDS",
+        min=0,
+    ),
+]
 
 DatabaseOption = Annotated[
     str,
@@ -159,6 +173,18 @@ def serve(
         log_config.LogFormat,
         _option("log-format", "json lines on stdout, or console text.", case_sensitive=False),
     ] = log_config.DEFAULT_FORMAT,
+    api_log_retention: ApiLogRetentionOption = _DEFAULTS.api_log_retention,
+    api_log_bodies: Annotated[
+        bool,
+        _option(
+            "api-log-bodies",
+            "Keep JSON request and response bodies in the API log (redacted, size-capped).",
+        ),
+    ] = _DEFAULTS.api_log_bodies,
+    api_log_body_limit: Annotated[
+        int,
+        _option("api-log-body-limit", "Largest body the API log keeps.", metavar="BYTES"),
+    ] = _DEFAULTS.api_log_body_limit,
 ) -> None:
     """Run the API server (uvicorn with uvloop and httptools)."""
     settings = _checked(
@@ -175,6 +201,9 @@ def serve(
             provider_url=provider_url or None,
             provider_timeout=provider_timeout,
             document_dir=document_dir,
+            api_log_retention=api_log_retention,
+            api_log_bodies=api_log_bodies,
+            api_log_body_limit=api_log_body_limit,
         )
     )
     # Migrate once here rather than in every worker, so N processes never race Alembic.
@@ -218,12 +247,17 @@ def serve(
     os.environ[env_name("log-level")] = log_level.value
     os.environ[env_name("log-format")] = log_format.value
     # Each worker accepts on its own SO_REUSEPORT socket, so connections are shared evenly.
+    from retrysafe.observability.metrics import multiprocess_directory
     from retrysafe.service.workers import ListenError, run_workers
 
-    try:
-        run_workers("retrysafe.service.asgi_entry:create_app_from_env", workers=workers, **common)
-    except ListenError as exc:
-        raise CliError(str(exc)) from None
+    # Workers share their metrics through files here, so /metrics reports them all.
+    with multiprocess_directory():
+        try:
+            run_workers(
+                "retrysafe.service.asgi_entry:create_app_from_env", workers=workers, **common
+            )
+        except ListenError as exc:
+            raise CliError(str(exc)) from None
 
 
 def _provider_option(flag: str, help: str, **kwargs: Any) -> Any:
@@ -387,21 +421,39 @@ def _org_name(name: str) -> str:
 
 
 @app.command("purge-expired")
-def purge_expired(database: DatabaseOption = DEFAULT_DATABASE_URL) -> None:
-    """Delete expired idempotency records and print how many were purged."""
+def purge_expired(
+    database: DatabaseOption = DEFAULT_DATABASE_URL,
+    api_log_retention: ApiLogRetentionOption = _DEFAULTS.api_log_retention,
+) -> None:
+    """Delete expired idempotency records and old API-log entries; print how many."""
+    from retrysafe.commands import maintenance
+    from retrysafe.commands.progress import bars
 
-    async def purge(db: Database) -> int:
-        return await SqlIdempotencyStore(db).purge_expired(time.time())
+    with bars() as progress:
 
-    purged = _run_with_database(database, purge)
-    typer.echo(f"Purged {purged} expired idempotency record{'' if purged == 1 else 's'}")
+        async def purge(db: Database) -> maintenance.Purged:
+            return await maintenance.purge_all(
+                db, api_log_retention=api_log_retention, bars=progress
+            )
+
+        purged = _run_with_database(database, purge)
+    typer.echo(f"Purged {purged.records} expired idempotency record{_s(purged.records)}")
+    typer.echo(f"Purged {purged.api_logs} API-log entr{'y' if purged.api_logs == 1 else 'ies'}")
 
 
 @app.command()
 def migrate(database: DatabaseOption = DEFAULT_DATABASE_URL) -> None:
     """Create the database if needed and bring it to the newest schema."""
-    _run_with_database(database, _nothing)
+    from retrysafe.commands.maintenance import migration_progress
+    from retrysafe.commands.progress import bars
+
+    with bars() as progress:
+        _run_with_database(database, _nothing, progress=migration_progress(progress))
     typer.echo(f"Database {display_url(database)} is at the newest schema")
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -418,7 +470,12 @@ def _checked(settings: Settings) -> Settings:
         raise BadInput(str(exc)) from None
 
 
-def _run_with_database(url: str, work: Callable[[Database], Awaitable[T]]) -> T:
+def _run_with_database(
+    url: str,
+    work: Callable[[Database], Awaitable[T]],
+    *,
+    progress: MigrationProgress | None = None,
+) -> T:
     """Open ``url``, create and migrate it when new, run ``work`` on it and close it."""
     try:
         config.check_database_url(url)
@@ -432,7 +489,7 @@ def _run_with_database(url: str, work: Callable[[Database], Awaitable[T]]) -> T:
             await _create_postgres_database_if_missing(url)
         db = Database(url)
         try:
-            await upgrade(db)
+            await upgrade(db, progress=progress)
             return await work(db)
         finally:
             await db.dispose()

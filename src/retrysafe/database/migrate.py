@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
@@ -24,11 +28,31 @@ def _alembic_config(connection: Connection) -> Config:
     return config
 
 
-def _upgrade(connection: Connection) -> None:
-    command.upgrade(_alembic_config(connection), "head")
+MigrationProgress = Callable[[int, int, str], None]
+"""Hears ``(0, total, "")`` first, then ``(done, total, revision)`` after each revision."""
 
 
-async def upgrade(database: Database) -> None:
+def _upgrade(connection: Connection, progress: MigrationProgress | None = None) -> None:
+    config = _alembic_config(connection)
+    if progress is not None:
+        current = MigrationContext.configure(connection).get_current_revision()
+        total = sum(
+            1 for _ in ScriptDirectory.from_config(config).iterate_revisions("head", current)
+        )
+        applied = 0
+        progress(0, total, "")
+
+        def on_version_apply(*, step: Any, **_: Any) -> None:
+            nonlocal applied
+            applied += 1
+            progress(applied, total, str(step.up_revision_id))
+
+        # migrations/env.py hands these to Alembic's context.
+        config.attributes["on_version_apply"] = (on_version_apply,)
+    command.upgrade(config, "head")
+
+
+async def upgrade(database: Database, *, progress: MigrationProgress | None = None) -> None:
     """Bring ``database`` to the newest revision; a no-op when it already is.
 
     Runs on the application's own async engine (Alembic's shared-connection
@@ -45,7 +69,7 @@ async def upgrade(database: Database) -> None:
     async with database.transaction() as conn:
         if not database.is_sqlite:
             await conn.execute(_PG_MIGRATION_LOCK)
-        await conn.run_sync(_upgrade)
+        await conn.run_sync(_upgrade, progress)
         await conn.commit()
 
 

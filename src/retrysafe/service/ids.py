@@ -64,6 +64,12 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{_encode(ms, _TIME_CHARS)}{_encode(rand, _RANDOM_CHARS)}"
 
 
+def lowest_id(prefix: str, epoch_seconds: float) -> str:
+    """The smallest id :func:`new_id` can make at ``epoch_seconds``: a cursor for "since then"."""
+    ms = max(0, int(epoch_seconds * 1000))
+    return f"{prefix}_{_encode(ms, _TIME_CHARS)}{_ALPHABET[0] * _RANDOM_CHARS}"
+
+
 def is_valid(prefix: str, value: str) -> bool:
     """Whether ``value`` has the exact shape of an id made by :func:`new_id` for ``prefix``."""
     head, underscore, body = value.partition("_")

@@ -1,0 +1,1 @@
+"""Command-line commands kept apart from ``retrysafe.cli``: progress bars and ``logs tail``."""
