@@ -1,17 +1,21 @@
-"""``retrysafe serve --workers 2``: duplicates spread over both worker processes run once.
+"""``retrysafe serve`` processes: duplicates over two workers run once; SIGTERM drains.
 
 Each worker listens on its own SO_REUSEPORT socket, so which process gets a
-connection is the kernel's choice (a hash of the addresses). The test holds the database's write path shut while duplicates
-arrive on separate connections: each worker lets at most its first one reach the
-database, where it waits, and answers the rest 409 from memory. A second execution
-would have to pass the database's own guard (SQLite's write lock, PostgreSQL's
-advisory lock and record), which is what holds across processes.
+connection is the kernel's choice (a hash of the addresses). The tests hold the
+database's write path shut while requests arrive: each worker lets at most its
+first duplicate reach the database, where it waits, and answers the rest 409 from
+memory. A second execution would have to pass the database's own guard (SQLite's
+write lock, PostgreSQL's advisory lock and record), which is what holds across
+processes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import socket
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -150,4 +154,69 @@ async def test_duplicates_on_separate_connections_run_once_across_workers(
             assert retry.status_code == 201, retry.text
             assert retry.headers["idempotent-replayed"] == "true"
             assert retry.content == originals[0].content
+    assert await account_count(database_url) == 1
+
+
+def refuses_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return True
+    return False
+
+
+async def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path, database_url: str) -> None:
+    """A rolling restart's SIGTERM: no new connections, but the create running is answered.
+
+    The create is held in flight by the lock; the process must stop listening,
+    keep serving it until the lock goes, answer 201, and only then exit, cleanly.
+    With ``--max-in-flight 1`` any other request is shed (503) while it runs,
+    which is how the test knows it is in flight before sending the signal.
+    """
+    server = start_server(["--database", database_url, "--max-in-flight", "1"], cwd=tmp_path)
+    try:
+        server.wait_healthy(timeout=TIMEOUT)
+
+        async def create_key(db: Database) -> tuple[str, str]:
+            return await admin.create_api_key(db, "shutdown", scopes=ALL_SCOPES)
+
+        secret = with_database(database_url, create_key)[1]
+        headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+        async with (
+            httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as client,
+            httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as probe,
+        ):
+            async with account_writes_held(database_url):
+
+                def create() -> asyncio.Task[httpx.Response]:
+                    return asyncio.create_task(
+                        client.post("/api/v1/accounts", content=BODY, headers=headers)
+                    )
+
+                running = create()
+                for _ in range(int(TIMEOUT / 0.1)):
+                    await asyncio.sleep(0.1)
+                    if running.done():
+                        # Shed itself, by a probe that was still in flight: send it again.
+                        assert running.result().status_code == 503, running.result().text
+                        running = create()
+                        continue
+                    shed = await probe.get("/api/v1/accounts", headers=headers)
+                    if shed.status_code == 503:
+                        break
+                assert shed.status_code == 503, "the create never showed as in flight"
+                os.killpg(server.process.pid, signal.SIGTERM)
+                for _ in range(int(TIMEOUT / 0.05)):
+                    if refuses_connections(server.port):
+                        break
+                    await asyncio.sleep(0.05)
+                assert refuses_connections(server.port), "still accepting after SIGTERM"
+                assert not running.done(), "the held create finished before the hold ended"
+            answer = await asyncio.wait_for(running, TIMEOUT)
+        assert answer.status_code == 201, answer.text
+        # uvicorn re-raises the signal once it has shut down, so the status reports SIGTERM.
+        assert server.process.wait(timeout=TIMEOUT) in (0, -signal.SIGTERM), server.log()
+        assert "Application shutdown complete" in server.log()
+    finally:
+        server.stop()
     assert await account_count(database_url) == 1
