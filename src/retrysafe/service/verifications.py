@@ -127,7 +127,7 @@ def verifications_router(db: Database, reader: BodyReader, provider: ProviderCli
                 ).first()
             if subject is None:
                 raise inquiry_not_found(inquiry_id)
-            call = {
+            call: dict[str, Any] = {
                 "kind": values.get("kind") or DEFAULT_KIND,
                 "reference": inquiry_id,
                 "person": {
@@ -137,18 +137,18 @@ def verifications_router(db: Database, reader: BodyReader, provider: ProviderCli
                 },
                 "documents": subject.documents,
             }
-            # Commit before the call: the request must not hold a transaction (on
-            # SQLite, the write lock) while the provider works.
-            await recovery.checkpoint(STARTED, {"call": call})
-        if recovery.point == STARTED:
-            call = recovery.data["call"]
-            answer = await _ask(provider, call, recovery.external_key, request_id_of(request.scope))
-            await recovery.checkpoint(PROVIDER_CALLED, {"call": call, "answer": answer.to_json()})
-        elif recovery.point == PROVIDER_CALLED:
-            call = recovery.data["call"]
-            answer = CheckAnswer.from_json(recovery.data["answer"])
+        elif recovery.point in (STARTED, PROVIDER_CALLED):
+            call = recovery.data["call"]  # exactly what the first attempt sent
         else:  # pragma: no cover - a point written by another version of this handler
             raise RuntimeError(f"unknown recovery point {recovery.point!r}")
+        if recovery.point == PROVIDER_CALLED:
+            answer = CheckAnswer.from_json(recovery.data["answer"])
+        else:
+            # Committed before the call, also when resuming (that commits the take-over):
+            # the request holds no transaction, on SQLite no write lock, while it waits.
+            await recovery.checkpoint(STARTED, {"call": call})
+            answer = await _ask(provider, call, recovery.external_key, request_id_of(request.scope))
+            await recovery.checkpoint(PROVIDER_CALLED, {"call": call, "answer": answer.to_json()})
         row = {
             "id": ids.new_id("ver"),
             "organization_id": organization_id,
