@@ -445,16 +445,18 @@ class FaultProxy:
                     await writer.drain()
                     return
                 raise AssertionError(f"unhandled action {action!r}")
-        except asyncio.CancelledError:
-            pass
+        except (asyncio.CancelledError, ConnectionError):
+            pass  # stopping, or the client left mid-answer (a slow answer outlived its timeout)
         finally:
+            # The proxy may be stopping (cancelling this task) while it closes: closing
+            # is best effort either way, and must not end the task with an error.
             if upstream is not None:
                 upstream[1].close()
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(Exception, asyncio.CancelledError):
                     await upstream[1].wait_closed()
             if not aborted:
                 writer.close()
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(Exception, asyncio.CancelledError):
                     await writer.wait_closed()
             self._connections.discard(task)
 
