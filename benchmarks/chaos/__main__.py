@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .config import Backend, ChaosConfig
-from .report import summary
+from .report import summary, write_log
 from .run import run
 
 
@@ -47,6 +47,11 @@ def parse_args(argv: list[str] | None = None) -> ChaosConfig:
         help="PostgreSQL synchronous_commit=off: a killed PostgreSQL may forget "
         "acknowledged commits (shows the checker catching losses)",
     )
+    parser.add_argument(
+        "--pin-head",
+        action="store_true",
+        help="servers run the code committed at HEAD (a copy), not the working tree",
+    )
     parser.add_argument("--workdir", type=Path, help="keep databases and logs here")
     parser.add_argument("--progress-interval", type=float, default=defaults.progress_interval)
     args = parser.parse_args(argv)
@@ -68,6 +73,7 @@ def parse_args(argv: list[str] | None = None) -> ChaosConfig:
         max_seconds=args.max_seconds,
         settle=not args.no_settle,
         synchronous_commit=not args.unsafe_commit,
+        pin_head=args.pin_head,
         workdir=args.workdir,
         progress_interval=args.progress_interval,
     )
@@ -76,6 +82,8 @@ def parse_args(argv: list[str] | None = None) -> ChaosConfig:
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     result = run(config)
+    if result.workdir is not None:
+        write_log(result, result.workdir)
     print(summary(result), flush=True)
     return 0 if result.ok else 1
 

@@ -36,6 +36,7 @@ class Cluster:
         self._workdir = workdir
         self.ports = [free_port() for _ in range(config.servers)]
         self._servers: list[ServerProcess | None] = [None] * config.servers
+        self._env = {"PYTHONPATH": str(config.server_src)} if config.server_src else {}
         self.postgres: ThrowawayPostgres | None = None
         self.database_url = ""
         self.api_key = ""
@@ -59,7 +60,7 @@ class Cluster:
             self.database_url = f"sqlite:///{self._workdir / 'chaos.db'}"
         created = run_cli(
             "keys", "create", "--org", ORGANIZATION, "--database", self.database_url,
-            cwd=self._workdir,
+            cwd=self._workdir, env=self._env,
         )  # fmt: skip
         if created.returncode != 0:
             raise RuntimeError(f"retrysafe keys create failed:\n{created.stderr}")
@@ -120,7 +121,9 @@ class Cluster:
         """
         give_up = time.monotonic() + START_TIMEOUT
         while True:
-            server = start_server(self.server_args(), cwd=self._workdir, port=self.ports[index])
+            server = start_server(
+                self.server_args(), cwd=self._workdir, env=self._env, port=self.ports[index]
+            )
             try:
                 server.wait_healthy(timeout=max(1.0, give_up - time.monotonic()))
             except AssertionError:

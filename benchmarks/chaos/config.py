@@ -50,6 +50,12 @@ class ChaosConfig:
     synchronous_commit: bool = True
     """PostgreSQL ``synchronous_commit`` for the run's database. ``False`` lets a killed
     PostgreSQL forget acknowledged commits: a way to see the checker catch a loss."""
+    server_src: Path | None = None
+    """A ``src`` directory the server processes import ``retrysafe`` from, instead of the
+    installed package (``--pin-head`` fills it with the committed code)."""
+    pin_head: bool = False
+    """Run the servers on the code committed at ``HEAD``, copied into the work directory:
+    edits to the working tree during a long run then do not change what is under test."""
     workdir: Path | None = None
     """Where databases and server logs go; a temporary directory when ``None``."""
     progress_interval: float = 2.0

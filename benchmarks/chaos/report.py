@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import enum
+import json
 from collections import Counter
 from collections.abc import Mapping
+from pathlib import Path
 
-from .checker import Verdict
+from .checker import CATEGORIES, Verdict
 from .history import Kind, Outcome
 from .run import RunResult
 
-__all__ = ["summary"]
+__all__ = ["summary", "write_log"]
 
-MAX_FINDINGS = 20
-"""Findings printed per check; the rest are counted."""
+MAX_FINDINGS = 5
+"""Findings printed per category and check; all of them go to ``findings.txt``."""
 
 
 def _counts(counter: Mapping[str, int], skip: tuple[str, ...] = ()) -> str:
@@ -29,10 +32,11 @@ def _verdict_lines(title: str, verdict: Verdict) -> list[str]:
         f"(indeterminate = {verdict.outcomes[Outcome.INDETERMINATE]}, "
         f"{verdict.keys_checked} keys checked)"
     ]
-    for finding in verdict.findings[:MAX_FINDINGS]:
-        lines.append(f"    {finding.category}: {finding.detail}")
-    if len(verdict.findings) > MAX_FINDINGS:
-        lines.append(f"    … and {len(verdict.findings) - MAX_FINDINGS} more")
+    for category in CATEGORIES:
+        found = [finding for finding in verdict.findings if finding.category == category]
+        lines += [f"    {category}: {finding.detail}" for finding in found[:MAX_FINDINGS]]
+        if len(found) > MAX_FINDINGS:
+            lines.append(f"    … and {len(found) - MAX_FINDINGS} more {category} findings")
     return lines
 
 
@@ -99,3 +103,19 @@ def _total(result: RunResult, category: str) -> int:
     if result.settled is not None:
         counts.append(result.settled.count(category))
     return max(counts)
+
+
+def write_log(result: RunResult, directory: Path) -> None:
+    """Every operation (``operations.jsonl``) and finding (``findings.txt``): the post-mortem."""
+    with (directory / "operations.jsonl").open("w") as out:
+        for op in sorted(result.operations, key=lambda op: op.index):
+            record = {
+                name: value.value if isinstance(value, enum.Enum) else value
+                for name, value in vars(op).items()
+            }
+            out.write(json.dumps(record) + "\n")
+    with (directory / "findings.txt").open("w") as out:
+        checks = [("during", result.during), ("settled", result.settled)]
+        for title, verdict in checks:
+            for finding in verdict.findings if verdict is not None else ():
+                out.write(f"{title}\t{finding.category}\t{finding.detail}\n")

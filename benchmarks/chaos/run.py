@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import random
 import shutil
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -272,12 +275,34 @@ async def _run(config: ChaosConfig, workdir: Path) -> RunResult:
         await asyncio.to_thread(cluster.close)
 
 
+def _git(repo: Path, *args: str) -> bytes:
+    git = shutil.which("git")
+    if git is None:
+        raise RuntimeError("--pin-head needs git on PATH")
+    return subprocess.run([git, *args], cwd=repo, capture_output=True, check=True).stdout
+
+
+def pin_head(workdir: Path) -> tuple[Path, str]:
+    """Copy ``src/`` as committed at ``HEAD`` into ``workdir``; returns its path and the commit."""
+    repo = Path(__file__).resolve().parents[2]
+    commit = _git(repo, "rev-parse", "--short", "HEAD").decode().strip()
+    archive = _git(repo, "archive", "--format=tar", commit, "src")
+    target = workdir / f"pinned-{commit}"
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(target, filter="data")
+    return target / "src", commit
+
+
 def run(config: ChaosConfig) -> RunResult:
     """Run the chaos described by ``config``; the work directory is kept only on failure."""
     temporary = config.workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="retrysafe-chaos-")) if temporary else config.workdir
     assert workdir is not None
     workdir.mkdir(parents=True, exist_ok=True)
+    if config.pin_head:
+        source, commit = pin_head(workdir)
+        config = replace(config, server_src=source)
+        print(f"servers run commit {commit}, copied to {source}", file=sys.stderr, flush=True)
     result: RunResult | None = None
     try:
         result = asyncio.run(_run(config, workdir))
