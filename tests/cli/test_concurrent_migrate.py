@@ -1,8 +1,9 @@
-"""Processes that start together on a new database all succeed: one migrates, the rest wait.
+"""Starting on a database: processes starting together all succeed; a newer schema is refused.
 
 A rollout starts ``retrysafe serve`` on several machines at once, and each migrates
 its database on start. Without a lock each would find the schema missing, and all
-but one would fail creating a table that exists by then.
+but one would fail creating a table that exists by then. And a rollback of the code
+alone meets a schema a newer release made, which it must refuse plainly.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 from tests.conftest import run_sync
 from tests.support import postgres
 
-from server_process import CLI, clean_env
+from server_process import CLI, clean_env, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -74,3 +75,17 @@ def test_migrations_started_at_once_all_succeed(tmp_path: Path, fresh_database: 
     outcomes = [(process.wait(TIMEOUT), process.communicate()[1]) for process in processes]
     assert [code for code, _ in outcomes] == [0] * PROCESSES, outcomes
     assert len(revisions(fresh_database)) == 1
+
+
+def test_a_database_migrated_by_a_newer_release_is_one_error_line(tmp_path: Path) -> None:
+    """Rolling the code back past a migration: serve and migrate refuse in one line, exit 1."""
+    url = f"sqlite:///{tmp_path / 'newer.db'}"
+    assert run_cli("migrate", "--database", url, cwd=tmp_path).returncode == 0
+    with sqlite3.connect(tmp_path / "newer.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
+    for command in (["migrate"], ["serve", "--port", "0"]):
+        result = run_cli(*command, "--database", url, cwd=tmp_path)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith("retrysafe: error: cannot use the database"), result.stderr
+        assert "9999_from_the_future" in result.stderr
+        assert "Traceback" not in result.stderr

@@ -13,7 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from retrysafe.database.engine import Database
+from retrysafe.database.engine import Database, DatabaseUnavailable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -28,12 +28,27 @@ def _alembic_config(connection: Connection) -> Config:
     return config
 
 
+class UnknownSchemaRevision(DatabaseUnavailable):
+    """A newer release migrated the database: this one does not know its schema.
+
+    Raised instead of Alembic's own error so that starting an older release after a
+    newer one migrated (a rollback of the code alone) is one clear line, not a traceback.
+    """
+
+
 MigrationProgress = Callable[[int, int, str], None]
 """Hears ``(0, total, "")`` first, then ``(done, total, revision)`` after each revision."""
 
 
 def _upgrade(connection: Connection, progress: MigrationProgress | None = None) -> None:
     config = _alembic_config(connection)
+    known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+    newer = sorted(set(MigrationContext.configure(connection).get_current_heads()) - known)
+    if newer:
+        raise UnknownSchemaRevision(
+            f"the database is at schema revision {', '.join(newer)}, which this release of"
+            " retrysafe does not know: a newer release migrated it; run that release or a later one"
+        )
     if progress is not None:
         current = MigrationContext.configure(connection).get_current_revision()
         total = sum(
