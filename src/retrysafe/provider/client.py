@@ -19,6 +19,8 @@ import httpx
 from retrysafe.provider.upstream import Answer, ReferenceProvider
 
 CHECK_STATUSES = ("passed", "failed")
+MAX_ANSWER_BYTES = 64 * 1024
+"""A check result is a few hundred bytes; anything far bigger is not one (and is not read)."""
 
 
 class ProviderFailed(Exception):
@@ -65,7 +67,7 @@ def parse_answer(answer: Answer) -> CheckAnswer:
         raise ProviderFailed(f"the provider answered HTTP {answer.status}")
     try:
         return CheckAnswer.from_json(json.loads(answer.body))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ProviderFailed("the provider's answer is not JSON") from exc
     except ValueError as exc:
         raise ProviderFailed(str(exc)) from exc
@@ -91,17 +93,29 @@ class HttpProviderClient:
             # httpx bounds each phase (connect, write, read) on its own; the whole
             # call gets the same bound here.
             async with asyncio.timeout(self.timeout):
-                response = await self._http.post(
-                    "/v1/checks", json=payload, headers={"Idempotency-Key": idempotency_key}
-                )
+                status, body = await self._post(payload, idempotency_key)
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise ProviderTimedOut(f"no answer within {self.timeout:g} s") from exc
         except httpx.HTTPError as exc:
             raise ProviderFailed(
                 f"the provider could not be reached ({type(exc).__name__})"
             ) from exc
-        media_type = response.headers.get("content-type", "")
-        return parse_answer(Answer(response.status_code, response.content, media_type))
+        return parse_answer(Answer(status, body))
+
+    async def _post(self, payload: Mapping[str, Any], idempotency_key: str) -> tuple[int, bytes]:
+        request = self._http.build_request(
+            "POST", "/v1/checks", json=payload, headers={"Idempotency-Key": idempotency_key}
+        )
+        response = await self._http.send(request, stream=True)
+        try:
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_ANSWER_BYTES:
+                    raise ProviderFailed(f"the answer is longer than {MAX_ANSWER_BYTES} bytes")
+            return response.status_code, bytes(body)
+        finally:
+            await response.aclose()
 
     async def aclose(self) -> None:
         await self._http.aclose()
