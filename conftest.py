@@ -1,7 +1,8 @@
-"""Under ``CI=true``, a test skipped for want of PostgreSQL or Redis fails the whole run.
+"""Under ``CI=true``, a test skipped for want of PostgreSQL, Redis or a browser fails the run.
 
 Locally those tests skip so the suite runs with only Python; in CI a skip would hide
-that a backend was never exercised, so ``.ci/run`` must not pass with one. This lives
+that a backend (or the dashboard's browser test) was never exercised, so ``.ci/run``
+must not pass with one. This lives
 in the root conftest, apart from ``tests/conftest.py``, so it guards every test tree.
 """
 
@@ -11,10 +12,10 @@ import os
 
 import pytest
 
-SERVICE_MARKERS = ("postgres", "redis")
+SERVICE_MARKERS = ("postgres", "redis", "browser")
 """Markers of tests that need a server; their skips count as failures under CI."""
 
-SERVICE_WORDS = ("postgres", "redis")
+SERVICE_WORDS = ("postgres", "redis", "chromium", "playwright")
 """Skip reasons that mention one of these (case-insensitively) count too."""
 
 
@@ -53,7 +54,9 @@ class ServiceSkipGuard:
         if not (in_ci() and self.skips):
             return
         terminalreporter.section("CI=true: service tests were skipped", red=True, bold=True)
-        terminalreporter.line("PostgreSQL and Redis must be up under CI; these did not run:")
+        terminalreporter.line(
+            "PostgreSQL, Redis and Chromium must be there under CI; these did not run:"
+        )
         for line in self.skips:
             terminalreporter.line(f"  {line}")
 
