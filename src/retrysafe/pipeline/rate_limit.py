@@ -106,6 +106,8 @@ class RateLimiter:
         self._outage_since: float | None = None
         self._next_probe = 0.0
         self._pool = connection_pool
+        self.on_storage_error: Callable[[], None] | None = None
+        """Called on each failed call to the shared storage; the service counts them."""
         self.strategy = FixedWindowRateLimiter(storage)
         self._expiry = item.get_expiry()
         # item.key_for(identifier), precomputed around the identifier: it runs per request.
@@ -189,6 +191,8 @@ class RateLimiter:
         )
 
     def _storage_failed(self, exc: StorageError) -> None:
+        if self.on_storage_error is not None:
+            self.on_storage_error()
         now = self._clock()
         self._next_probe = now + self.probe_interval
         if self._outage_since is not None:

@@ -96,12 +96,14 @@ def create_app(settings: Settings, *, provider: ProviderClient | None = None) ->
         api_log=api_log,
         provider=provider,
     )
+    limiter = RateLimiter.from_settings(settings.rate_limit, settings.redis_url)
+    limiter.on_storage_error = lambda: metrics.dependency_error("redis")
     return build_pipeline(
         api,
         settings=settings,
         authenticator=DatabaseAuthenticator(db),
         idempotency_store=store,
-        rate_limiter=RateLimiter.from_settings(settings.rate_limit, settings.redis_url),
+        rate_limiter=limiter,
         metrics=metrics,
         api_log_sink=api_log,
         api_log_paths=is_logged_path,
