@@ -97,3 +97,21 @@ def test_bad_knobs_are_refused_with_a_message_naming_the_flag(
     assert result.returncode == 2
     assert flag in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon"])
+def test_serve_refuses_a_provider_timeout_that_is_not_a_positive_number(
+    tmp_path: Path, value: str
+) -> None:
+    result = run_cli(
+        "serve",
+        "--provider-timeout",
+        value,
+        "--database",
+        f"sqlite:///{tmp_path / 'db'}",
+        cwd=tmp_path,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "--provider-timeout" in result.stderr
+    assert "Traceback" not in result.stderr
