@@ -38,6 +38,7 @@ class Summary:
     requests: int
     statuses: dict[int, int]
     socket_errors: int
+    client_cores: float
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ def summarize(passes: Sequence[dict[str, Measurement]]) -> list[Summary]:
                 requests=sum(r.result.requests for r in runs),
                 statuses=statuses,
                 socket_errors=sum(r.result.socket_errors for r in runs),
+                client_cores=_median(r.client_cores for r in runs),
             )
         )
     return summaries
@@ -198,13 +200,14 @@ def _statuses(summary: Summary) -> str:
 def table(summaries: Sequence[Summary]) -> str:
     lines = [
         "| row | req/s | × baseline | p50 ms | p99 ms | server CPU ms/req"
-        " | CPU per process | answers |",
-        "|---|--:|--:|--:|--:|--:|--:|---|",
+        " | CPU per process | wrk cores | answers |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for s in summaries:
         lines.append(
             f"| {s.label} | {s.rps:.0f} | {_number(s.ratio, 2, '×')} | {_number(s.p50_ms)}"
             f" | {_number(s.p99_ms)} | {_number(s.cpu_ms_per_request, 2)} | {s.worker_share}"
+            f" | {_number(s.client_cores, 2)}"
             f" | {_statuses(s)}{f'; {s.socket_errors} socket errors' if s.socket_errors else ''} |"
         )
     return "\n".join(lines)

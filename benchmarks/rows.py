@@ -72,6 +72,9 @@ class Measurement:
     """Resident memory of all server processes right after the load, in MiB."""
     argv: tuple[str, ...]
     """The server's command line (``python`` stands for the interpreter)."""
+    client_cores: float = 0.0
+    """CPU wrk itself used, in cores (CPU seconds per second): the share of the
+    machine the load generator took from the server."""
 
     @property
     def unexpected(self) -> int:
@@ -123,9 +126,11 @@ def load(row: Row, server: servers.RunningServer, *, seconds: int, connections: 
     """Drive a running ``server`` with ``row``'s requests and read what it cost."""
     pids = server.pids()
     before = {pid: proc.cpu_seconds(pid) for pid in pids}
+    client_before = proc.children_cpu_seconds()
     result, _output = wrk.run(
         server.url, mode=row.mode, api_key=server.api_key, seconds=seconds, connections=connections
     )
+    client = proc.children_cpu_seconds() - client_before
     used = {pid: proc.cpu_seconds(pid) - before[pid] for pid in pids}
     answered = max(result.requests, 1)
     return Measurement(
@@ -135,4 +140,5 @@ def load(row: Row, server: servers.RunningServer, *, seconds: int, connections: 
         worker_cpu_seconds=tuple(sorted((c for c in used.values() if c > 0.05), reverse=True)),
         rss_mb=sum(proc.rss_bytes(pid) for pid in pids) / 2**20,
         argv=tuple(server.argv),
+        client_cores=client / max(result.seconds, 1e-9),
     )
