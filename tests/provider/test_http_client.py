@@ -33,7 +33,7 @@ ANSWERS = {
 async def checks(request: Request) -> Response:
     behaviour = request.headers["idempotency-key"]
     if behaviour == "slow":
-        await asyncio.sleep(5)
+        await asyncio.sleep(2)  # past the 0.3 s timeout below, short for shutdown
     return Response(ANSWERS.get(behaviour, GOOD), media_type="application/json")
 
 
