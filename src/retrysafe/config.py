@@ -71,6 +71,7 @@ SERVER_OPTIONS: tuple[Option, ...] = (
     Option("db-pool-size", "db_pool_size", int),
     Option("redis", "redis_url", _optional_str),
     Option("rate-limit", "rate_limit", str),
+    Option("auth-failure-limit", "auth_failure_limit", str),
     Option("idempotency-ttl", "idempotency_ttl", int),
     Option("max-body", "max_body", int),
     Option("max-upload", "max_upload", int),
@@ -135,6 +136,7 @@ def check(settings: Settings) -> Settings:
     if settings.provider_url is not None:
         _check_url(settings.provider_url, PROVIDER_SCHEMES, _BY_FIELD["provider_url"].label)
     check_rate_limit(settings.rate_limit)
+    check_rate_limit(settings.auth_failure_limit, "auth_failure_limit")
     _at_least(settings.db_pool_size, 1, "db_pool_size", "connection")
     _at_least(settings.idempotency_ttl, 1, "idempotency_ttl", "second")
     _at_least(settings.max_body, 1, "max_body", "byte")
@@ -169,9 +171,9 @@ def check_database_url(url: str) -> str:
     return url
 
 
-def check_rate_limit(text: str) -> str:
+def check_rate_limit(text: str, field: str = "rate_limit") -> str:
     """Accept exactly one positive ``limits`` rate such as ``100/second`` or ``5 per minute``."""
-    label = _BY_FIELD["rate_limit"].label
+    label = _BY_FIELD[field].label
     # Imported here: ``limits`` pulls in its storage backends, which only ``serve`` needs.
     import limits
 

@@ -30,6 +30,9 @@ class Settings:
     rate_limit: str = "100/second"
     """A ``limits`` rate string applied per API key (or client address without one)."""
 
+    auth_failure_limit: str = "60/minute"
+    """Failed authentications allowed per client address; past it, 429 until the window ends."""
+
     idempotency_ttl: int = 24 * 60 * 60
     """Seconds an idempotency record is replayed before the key is new again."""
 

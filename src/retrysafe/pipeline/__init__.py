@@ -12,6 +12,7 @@ from retrysafe.pipeline.authentication import (
     DEFAULT_PUBLIC_PATHS,
     AuthenticationLayer,
     Authenticator,
+    FailedAuthentications,
 )
 from retrysafe.pipeline.authorization import AuthorizationLayer, RouteTable
 from retrysafe.pipeline.body_limits import BodyLimitLayer
@@ -48,6 +49,7 @@ def build_pipeline(
     api_log_paths: Callable[[str], bool] = _no_api_log,
     public_paths: frozenset[str] = DEFAULT_PUBLIC_PATHS,
     route_table: RouteTable | None = None,
+    auth_failure_limiter: RateLimiter | None = None,
 ) -> ASGIApp:
     """Wrap ``app`` in the SPEC §2 order; this function *is* the architecture diagram.
 
@@ -59,15 +61,21 @@ def build_pipeline(
     requests ``api_log_paths`` accepts also go to ``api_log_sink``. Given
     ``route_table``, an unknown route (404/405) or a key without the endpoint's
     scope (403) is answered above idempotency too, so never recorded or replayed.
+    Given ``auth_failure_limiter``, failed authentications are counted per client
+    address and an address past it gets 429 before its key is looked up.
     """
     handler_routes = getattr(app, "routes", ())
     app = DeadlineLayer(app, timeout=settings.request_timeout)  # 7. handler (504 past deadline)
     app = IdempotencyLayer(app, store=idempotency_store, ttl=settings.idempotency_ttl, clock=clock)
     if route_table is not None:
         app = AuthorizationLayer(app, routes=route_table)  # 5b. 404/405, 403 scope
+    failures = None if auth_failure_limiter is None else FailedAuthentications(auth_failure_limiter)
     app = AuthenticationLayer(
-        app, authenticator=authenticator, public_paths=public_paths | {METRICS_PATH}
-    )  # 5. 401
+        app,
+        authenticator=authenticator,
+        public_paths=public_paths | {METRICS_PATH},
+        failures=failures,
+    )  # 5. 401 (429 for an address guessing keys)
     app = RateLimitLayer(app, limiter=rate_limiter, exempt_paths=_UNTHROTTLED)  # 4. 429
     app = BodyLimitLayer(app, max_body=settings.max_body, max_upload=settings.max_upload)  # 3.
     app = LoadSheddingLayer(

@@ -104,6 +104,9 @@ def create_app(settings: Settings, *, provider: ProviderClient | None = None) ->
         authenticator=DatabaseAuthenticator(db),
         idempotency_store=store,
         rate_limiter=limiter,
+        auth_failure_limiter=RateLimiter.from_settings(
+            settings.auth_failure_limit, settings.redis_url
+        ),
         metrics=metrics,
         api_log_sink=api_log,
         api_log_paths=is_logged_path,
