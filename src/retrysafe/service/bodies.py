@@ -28,6 +28,11 @@ _JSON_TYPES = ("application/json", "")
 _MULTIPART = "multipart/form-data"
 _EXAMPLE = '{"data": {"attributes": {...}}}'
 
+MAX_MULTIPART_PARTS = 64
+"""Parts one form may have (a create has at most six fields, an upload two); more is 400."""
+# A part's headers are bounded by python-multipart itself: at most 8 headers of 4224
+# bytes each (DEFAULT_MAX_HEADER_COUNT / _SIZE), else FormParserError, i.e. a 400.
+
 
 def media_type(request: Request) -> str:
     """The request's media type, lower case, without parameters ("" when absent)."""
@@ -84,7 +89,7 @@ class MultipartReader:
         *,
         open_file: OpenFile | None = None,
         max_field_size: int = 64 * 1024,
-        max_parts: int = 64,
+        max_parts: int = MAX_MULTIPART_PARTS,
     ) -> None:
         self._open_file = open_file
         self._max_field_size = max_field_size
@@ -250,6 +255,9 @@ class BodyReader:
             raise _invalid_json(f"{exc.msg} at line {exc.lineno} column {exc.colno}") from exc
         except RecursionError as exc:
             raise _invalid_json(f"it is nested deeper than {self.max_json_depth} levels") from exc
+        except ValueError as exc:
+            # int() refuses a literal longer than sys.get_int_max_str_digits() (4300 digits).
+            raise _invalid_json("a number in it has too many digits") from exc
         # Counting brackets is cheap and bounds the depth, so typical bodies skip the walk.
         if body.count(b"{") + body.count(b"[") > self.max_json_depth and (
             _depth(document) > self.max_json_depth
