@@ -75,6 +75,9 @@ SERVER_OPTIONS: tuple[Option, ...] = (
     Option("idempotency-ttl", "idempotency_ttl", int),
     Option("max-body", "max_body", int),
     Option("max-upload", "max_upload", int),
+    Option("max-json-depth", "max_json_depth", int),
+    Option("max-header-bytes", "max_header_bytes", int),
+    Option("max-query-bytes", "max_query_bytes", int),
     Option("request-timeout", "request_timeout", float),
     Option("max-in-flight", "max_in_flight", int),
     Option("provider-url", "provider_url", _optional_str),
@@ -141,6 +144,9 @@ def check(settings: Settings) -> Settings:
     _at_least(settings.idempotency_ttl, 1, "idempotency_ttl", "second")
     _at_least(settings.max_body, 1, "max_body", "byte")
     _at_least(settings.max_upload, 1, "max_upload", "byte")
+    _at_least(settings.max_json_depth, 1, "max_json_depth", "level")
+    _at_least(settings.max_header_bytes, 1, "max_header_bytes", "byte")
+    _at_least(settings.max_query_bytes, 0, "max_query_bytes", "byte")
     _at_least(settings.max_in_flight, 1, "max_in_flight", "request")
     _at_least(settings.api_log_retention, 0, "api_log_retention", "second")
     _at_least(settings.api_log_body_limit, 1, "api_log_body_limit", "byte")

@@ -63,6 +63,12 @@ class Settings:
     max_json_depth: int = 32
     """Deepest nesting a JSON body may have; deeper bodies are rejected with 400."""
 
+    max_header_bytes: int = 16 * 1024
+    """Total bytes of a request's header names and values; beyond it 400 ``headers_too_large``."""
+
+    max_query_bytes: int = 8 * 1024
+    """Bytes of a request's query string; beyond it 400 ``query_too_long``."""
+
     api_log_retention: int = 30 * 24 * 60 * 60
     """Seconds an API-log entry is kept; 0 records no API log at all."""
 

@@ -16,6 +16,7 @@ from retrysafe.pipeline.idempotency import IdempotencyLayer
 from retrysafe.pipeline.observation import ObservationLayer
 from retrysafe.pipeline.principal import Principal
 from retrysafe.pipeline.rate_limit import RateLimiter, RateLimitLayer
+from retrysafe.pipeline.request_limits import RequestLimitLayer
 from retrysafe.pipeline.shedding import LoadSheddingLayer
 from retrysafe.settings import Settings
 from retrysafe.stores.memory import MemoryIdempotencyStore
@@ -76,6 +77,7 @@ def test_layers_are_composed_in_the_spec_order() -> None:
         ErrorEnvelopeLayer,
         ObservationLayer,
         LoadSheddingLayer,
+        RequestLimitLayer,
         BodyLimitLayer,
         RateLimitLayer,
         AuthenticationLayer,

@@ -21,6 +21,7 @@ from retrysafe.pipeline.envelope_layer import ErrorEnvelopeLayer
 from retrysafe.pipeline.idempotency import IdempotencyLayer
 from retrysafe.pipeline.observation import ObservationLayer
 from retrysafe.pipeline.rate_limit import RateLimiter, RateLimitLayer
+from retrysafe.pipeline.request_limits import RequestLimitLayer
 from retrysafe.pipeline.shedding import LoadSheddingLayer
 from retrysafe.settings import Settings
 
@@ -78,6 +79,9 @@ def build_pipeline(
     )  # 5. 401 (429 for an address guessing keys)
     app = RateLimitLayer(app, limiter=rate_limiter, exempt_paths=_UNTHROTTLED)  # 4. 429
     app = BodyLimitLayer(app, max_body=settings.max_body, max_upload=settings.max_upload)  # 3.
+    app = RequestLimitLayer(
+        app, max_header_bytes=settings.max_header_bytes, max_query_bytes=settings.max_query_bytes
+    )  # 3. 400 for oversized headers or query, before the layers below read them
     app = LoadSheddingLayer(
         app, max_in_flight=settings.max_in_flight, exempt_paths=_UNTHROTTLED
     )  # 2. 503
