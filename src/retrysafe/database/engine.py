@@ -12,6 +12,7 @@ write lock; its next ``read``/``write`` opens the ambient transaction again.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
@@ -259,7 +260,12 @@ class Prepared:
         values = [
             parameters[name] if name in parameters else defaults[name] for name in self._order
         ]
-        return await driver.run(self._sql, values)
+        try:
+            return await driver.run(self._sql, values)
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                raise DatabaseUnavailable(str(exc)) from exc
+            raise
 
     async def first(
         self, conn: AsyncConnection, parameters: Mapping[str, Any]
@@ -275,15 +281,27 @@ def _one_hop_driver(conn: AsyncConnection) -> sqlite_driver.OneHopConnection | N
 
 
 def _disconnect_is_unavailable(context: ExceptionContext) -> BaseException | None:
-    """A connection lost mid-statement (the server died or restarted) is a 503, not a 500.
+    """A connection lost mid-statement (the server died or restarted), or SQLite's write
+    lock not granted in time, is a 503, not a 500.
 
     The transaction did not commit, or (lost during COMMIT) nobody knows: either
     way the client retries with the same key, which executes or replays. SQLAlchemy
     still invalidates the connection, so the pool never hands it out again.
     """
-    if context.is_disconnect:
+    if context.is_disconnect or _is_busy(context.original_exception):
         return DatabaseUnavailable(str(context.original_exception))
     return None
+
+
+def _is_busy(exc: BaseException) -> bool:
+    """SQLite gave up waiting for another process's write lock (``busy_timeout``).
+
+    The statement did not run and the transaction rolls back, so this is a 503
+    that is safe to retry, not a 500.
+    """
+    return isinstance(exc, sqlite3.OperationalError) and str(exc).startswith(
+        ("database is locked", "database is busy")
+    )
 
 
 async def _guard(awaitable: Any) -> Any:
