@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,9 @@ ROW = {"id": "org_1", "name": "acme", "created_at": "2026-11-25T00:00:00Z"}
 
 
 @pytest.fixture
-async def locked_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Database:
+async def locked_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Database]:
     """A migrated database whose write lock another connection holds (as another process would)."""
     monkeypatch.setattr(
         sqlite_driver,
@@ -29,7 +32,7 @@ async def locked_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Da
     await upgrade(db)
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
-    yield db  # type: ignore[misc]
+    yield db
     other.rollback()
     other.close()
     await db.dispose()
