@@ -136,7 +136,7 @@ def serving(
         )
     server = RunningServer(process, port, api_key, log_path, argv)
     try:
-        _wait_healthy(server)
+        _wait_healthy(server, spec.workers)
         yield server
     finally:
         _stop(process)
@@ -149,7 +149,7 @@ def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _wait_healthy(server: RunningServer) -> None:
+def _wait_healthy(server: RunningServer, workers: int = 1) -> None:
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
@@ -157,9 +157,16 @@ def _wait_healthy(server: RunningServer) -> None:
         try:
             # An http:// URL we built ourselves, never a user-given scheme.
             with urllib.request.urlopen(f"{server.url}/health", timeout=2):  # noqa: S310
-                return
+                pass
         except OSError:
             time.sleep(0.2)
+            continue
+        # /health answers as soon as one worker listens. The kernel spreads
+        # connections only over the sockets listening when they arrive, and wrk's
+        # keep-alive connections stay where they land: wait for every worker.
+        if proc.listening_sockets(server.port) >= workers:
+            return
+        time.sleep(0.1)
     raise RuntimeError(f"server not healthy within {STARTUP_SECONDS} s:\n{server.log()}")
 
 
