@@ -280,7 +280,8 @@ SCHEMAS: Mapping[str, Schema] = {
 }
 
 _ERROR_WHEN: Mapping[int, str] = {
-    400: "Malformed body, query or Idempotency-Key (invalid_json, parameter_missing, …).",
+    400: "Malformed body, query or Idempotency-Key (invalid_json, parameter_missing, …),"
+    " or headers or query string over the size limits (headers_too_large, query_too_long).",
     401: "No, unknown or revoked API key (unauthenticated).",
     403: "The key lacks the scope (permission_denied) or the quota is spent (quota_exceeded).",
     404: "Unknown id, or an object of another organization (not_found).",
@@ -295,7 +296,7 @@ _ERROR_WHEN: Mapping[int, str] = {
     504: "The request exceeded the server-side deadline, or the provider timed out"
     " (gateway_timeout).",
 }
-_ALWAYS = (401, 429, 500, 503, 504)
+_ALWAYS = (400, 401, 429, 500, 503, 504)  # 400: any request may bring oversized headers
 _WRITES = (400, 409, 413, 415, 422)
 _GATED = {401, 429}
 """What a public route (no key, no rate limit) never answers."""
