@@ -135,6 +135,14 @@ def serve(
     rate_limit: Annotated[
         str, _option("rate-limit", "Per API key, or client address without one.", metavar="RATE")
     ] = _DEFAULTS.rate_limit,
+    auth_failure_limit: Annotated[
+        str,
+        _option(
+            "auth-failure-limit",
+            "Failed authentications per client address; past it, 429.",
+            metavar="RATE",
+        ),
+    ] = _DEFAULTS.auth_failure_limit,
     idempotency_ttl: Annotated[
         int, _option("idempotency-ttl", "How long a key is replayed.", metavar="SECONDS")
     ] = _DEFAULTS.idempotency_ttl,
@@ -144,6 +152,15 @@ def serve(
     max_upload: Annotated[
         int, _option("max-upload", "Largest multipart body; beyond it 413.", metavar="BYTES")
     ] = _DEFAULTS.max_upload,
+    max_json_depth: Annotated[
+        int, _option("max-json-depth", "Deepest JSON nesting; beyond it 400.", metavar="LEVELS")
+    ] = _DEFAULTS.max_json_depth,
+    max_header_bytes: Annotated[
+        int, _option("max-header-bytes", "All request headers; beyond it 400.", metavar="BYTES")
+    ] = _DEFAULTS.max_header_bytes,
+    max_query_bytes: Annotated[
+        int, _option("max-query-bytes", "Longest query string; beyond it 400.", metavar="BYTES")
+    ] = _DEFAULTS.max_query_bytes,
     request_timeout: Annotated[
         float,
         _option("request-timeout", "Deadline of one request; beyond it 504.", metavar="SECONDS"),
@@ -193,9 +210,13 @@ def serve(
             db_pool_size=db_pool_size,
             redis_url=redis or None,
             rate_limit=rate_limit,
+            auth_failure_limit=auth_failure_limit,
             idempotency_ttl=idempotency_ttl,
             max_body=max_body,
             max_upload=max_upload,
+            max_json_depth=max_json_depth,
+            max_header_bytes=max_header_bytes,
+            max_query_bytes=max_query_bytes,
             request_timeout=request_timeout,
             max_in_flight=max_in_flight,
             provider_url=provider_url or None,
