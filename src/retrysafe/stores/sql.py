@@ -19,6 +19,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, literal_column, or_, select, text, update
@@ -27,7 +28,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import BindParameter, ColumnClause
 
-from retrysafe.database.engine import AmbientTransaction, Database, DatabaseUnavailable
+from retrysafe.database.engine import AmbientTransaction, Database, DatabaseUnavailable, Prepared
 from retrysafe.database.schema import idempotency_records as records
 from retrysafe.idempotency.decisions import (
     Decision,
@@ -70,6 +71,7 @@ _ONE: ColumnClause[Any] = literal_column("1")
 # Statements are built once: constructing and cache-keying a Core statement per
 # request costs more CPU than executing it.
 _LOAD = select(records).where(_THIS_RECORD)
+_LOADED_COLUMNS = tuple(column.name for column in records.c)
 # Compare-and-set on the token that was judged: a slow holder completing between
 # our read and this update must win, not be overwritten.
 _TAKE_OVER = (
@@ -171,6 +173,8 @@ class SqlIdempotencyStore:
         self._complete_sql = db.prepare(_COMPLETE)
         self._checkpoint_sql = db.prepare(_CHECKPOINT)
         self._record_sql = db.prepare(_record_statement(insert))
+        # Every replay and every conflict loads the record: compiled once, like the claim.
+        self._load_sql = db.prepare(_LOAD)
         # Keys whose claim transaction this process holds open. A second request
         # with one of them is answered 409 at once instead of queueing behind that
         # transaction. Correctness never depends on this set: across processes the
@@ -187,7 +191,7 @@ class SqlIdempotencyStore:
             # Most often another replay of a completed key is being judged: this one
             # replays too. Only a claim still running leaves 409 as the answer.
             async with self._db.read() as reader:
-                settled = await _settled(reader, key, fingerprint, now)
+                settled = await _settled(self._load_sql, reader, key, fingerprint, now)
             yield settled or InFlight(retry_after=1)
             return
         self._running.add(key)
@@ -225,7 +229,9 @@ class SqlIdempotencyStore:
             # that visible at once, so the answer is 409 rather than a wait.
             lock = f"{key.organization_id}\x1f{key.key}"
             if not await conn.scalar(_PG_TRY_LOCK, {"lock": lock}):
-                return await _settled(conn, key, fingerprint, now) or InFlight(retry_after=1)
+                return await _settled(self._load_sql, conn, key, fingerprint, now) or InFlight(
+                    retry_after=1
+                )
         token = uuid.uuid4().hex
         params = {
             **ids,
@@ -236,14 +242,14 @@ class SqlIdempotencyStore:
         }
         if await self._claim_sql.first(conn, params) is not None:
             return Execute(_SqlAttempt(self, ambient, key, params, created_at=now))
-        existing = await _load(conn, key)
+        existing = await _load(self._load_sql, conn, key)
         verdict = judge(existing, fingerprint, now)
         if isinstance(verdict, TakeOver):
             cas = {**ids, "p_token": token, "p_stale_token": existing.lock_token}
             if not (await conn.execute(_TAKE_OVER, cas)).first():
                 # The holder finished (or another request took over) since we read the
                 # row: judge what is there now instead.
-                verdict = judge(await _load(conn, key), fingerprint, now)
+                verdict = judge(await _load(self._load_sql, conn, key), fingerprint, now)
                 return InFlight(retry_after=1) if isinstance(verdict, TakeOver) else verdict
             params["p_expires_at"] = existing.expires_at
             return Execute(
@@ -365,27 +371,30 @@ class _SqlAttempt:
 
 
 async def _settled(
-    conn: AsyncConnection, key: RecordKey, fingerprint: str, now: float
+    loader: Prepared, conn: AsyncConnection, key: RecordKey, fingerprint: str, now: float
 ) -> Replay | Mismatch | None:
     """The answer when the committed record already decides it (replay or mismatch), else None."""
-    existing = await _find(conn, key)
+    existing = await _find(loader, conn, key)
     if existing is None or existing.expires_at <= now:
         return None
     verdict = judge(existing, fingerprint, now)
     return verdict if isinstance(verdict, Replay | Mismatch) else None
 
 
-async def _load(conn: AsyncConnection, key: RecordKey) -> IdempotencyRecord:
-    record = await _find(conn, key)
+async def _load(loader: Prepared, conn: AsyncConnection, key: RecordKey) -> IdempotencyRecord:
+    record = await _find(loader, conn, key)
     if record is None:  # pragma: no cover - callers load only a key whose claim conflicted
         raise LookupError(f"no idempotency record for {key}")
     return record
 
 
-async def _find(conn: AsyncConnection, key: RecordKey) -> IdempotencyRecord | None:
-    row = (await conn.execute(_LOAD, {"org": key.organization_id, "p_key": key.key})).first()
-    if row is None:
+async def _find(
+    loader: Prepared, conn: AsyncConnection, key: RecordKey
+) -> IdempotencyRecord | None:
+    values = await loader.first(conn, {"org": key.organization_id, "p_key": key.key})
+    if values is None:
         return None
+    row = SimpleNamespace(**dict(zip(_LOADED_COLUMNS, values, strict=True)))
     response = None
     if row.response_status is not None:
         response = StoredResponse(
