@@ -97,16 +97,16 @@ def create_app(settings: Settings, *, provider: ProviderClient | None = None) ->
         provider=provider,
     )
     limiter = RateLimiter.from_settings(settings.rate_limit, settings.redis_url)
-    limiter.on_storage_error = lambda: metrics.dependency_error("redis")
+    auth_failures = RateLimiter.from_settings(settings.auth_failure_limit, settings.redis_url)
+    for each in (limiter, auth_failures):
+        each.on_storage_error = lambda: metrics.dependency_error("redis")
     return build_pipeline(
         api,
         settings=settings,
         authenticator=DatabaseAuthenticator(db),
         idempotency_store=store,
         rate_limiter=limiter,
-        auth_failure_limiter=RateLimiter.from_settings(
-            settings.auth_failure_limit, settings.redis_url
-        ),
+        auth_failure_limiter=auth_failures,
         metrics=metrics,
         api_log_sink=api_log,
         api_log_paths=is_logged_path,
