@@ -104,7 +104,9 @@ def connections_per_worker(port: int, workers: list[int]) -> dict[int, int]:
     paused, running = workers[0], workers[1:]
     os.kill(paused, signal.SIGSTOP)
     try:
-        conns = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(CONNECTIONS)]
+        conns = [
+            socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(CONNECTIONS)
+        ]
         for conn in conns:
             conn.sendall(b"GET /health HTTP/1.1\r\nHost: bench\r\n\r\n")
         listening_for_running = set().union(*(_socket_inodes(pid) for pid in running))
