@@ -151,10 +151,11 @@ def commands(
     args: argparse.Namespace, measured: dict[str, Measurement], invocation: Sequence[str]
 ) -> list[str]:
     lines = ["# this run", shlex.join(["python", "benchmarks/run.py", *invocation])]
-    lines.append("# servers (PORT and the database are fresh for every run)")
+    lines.append(
+        "# servers: a fresh PORT and database DB each run; bare and peer run in benchmarks/"
+    )
     for key, measurement in measured.items():
-        argv = ["PORT" if word.isdigit() and len(word) >= 4 else word for word in measurement.argv]
-        lines.append(f"{key}: " + shlex.join(argv))
+        lines.append(f"{key}: " + shlex.join(_generic(measurement.argv)))
     lines.append("# load (MODE=new|same|bad, API_KEY from `retrysafe keys create --org bench`)")
     lines.append(
         shlex.join(
@@ -162,6 +163,20 @@ def commands(
         ).replace(str(REPO) + "/", "")
     )
     return lines
+
+
+def _generic(argv: Sequence[str]) -> list[str]:
+    """A server's command line with this run's port and database path taken out."""
+    words = ["PORT" if word.isdigit() and len(word) >= 4 else word for word in argv]
+    for index, word in enumerate(words[:-1]):
+        if word == "--database":
+            scheme = words[index + 1].split(":", 1)[0]
+            words[index + 1] = "sqlite:///DB" if scheme == "sqlite" else f"{scheme}://…/DB"
+    if "uvicorn" in words:
+        words = ["BARE_DB=DB", *words]
+        if any(word.startswith("peer_app") for word in words):
+            words = ["PEER_REDIS_URL=" + rows.REDIS_URL, *words]
+    return words
 
 
 def skeleton(section: str) -> str:
