@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -184,9 +185,16 @@ def skeleton(section: str) -> str:
     return intro + section + "\n"
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    # SystemExit unwinds through every ``with``: the servers started so far are
+    # stopped and the throwaway databases dropped, as on Ctrl-C.
+    sys.exit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     invocation = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(invocation)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         wrk.wrk_path()
     except wrk.WrkMissing as exc:
