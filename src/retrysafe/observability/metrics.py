@@ -85,7 +85,8 @@ class Metrics:
         )
         self.rate_limited = Counter(
             "retrysafe_rate_limited",
-            "Requests refused with 429 by the rate limiter.",
+            "Requests refused with 429: over the rate limit, or too many failed"
+            " authentications from one address.",
             registry=registry,
         )
         self.shed = Counter(

@@ -198,7 +198,7 @@ class ObservationLayer:
         )
         if record.outcome is not None:
             metrics.observe_outcome(record.outcome)
-        if record.rate_limit == "limited":
+        if record.status == 429:  # the limiter's, or failed authentications' (SPEC §1)
             metrics.rate_limited.inc()
         values = scope.get("state") or {}
         if values.get(SHED_STATE_KEY):
