@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -43,10 +44,11 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> Database:
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
     database = Database(f"sqlite:///{tmp_path / 'logs.db'}")
     await upgrade(database)
-    return database
+    yield database
+    await database.dispose()
 
 
 async def stored(db: Database) -> list[str]:
@@ -65,7 +67,6 @@ async def test_a_full_buffer_drops_new_entries_and_counts_them(db: Database) -> 
     assert await writer.flush()
     assert await stored(db) == ["req_0", "req_1", "req_2"]
     assert sample(metrics, "retrysafe_api_log_entries_written_total") == 3
-    await db.dispose()
 
 
 async def test_entries_are_written_in_batches_in_order(db: Database) -> None:
@@ -74,16 +75,18 @@ async def test_entries_are_written_in_batches_in_order(db: Database) -> None:
         writer.submit(record(f"req_{number:02}"))
     assert await writer.flush()
     assert await stored(db) == [f"req_{number:02}" for number in range(10)]
-    await db.dispose()
 
 
-async def test_an_unreachable_database_keeps_the_entries_for_the_next_round(
+async def test_a_failing_database_keeps_the_entries_for_the_next_round(
     tmp_path: Path, captured_logs: list[EventDict]
 ) -> None:
-    """The batch goes back to the buffer; one warning per outage; the metric counts each try."""
-    missing = Database(f"sqlite:///{tmp_path / 'no-such-dir' / 'logs.db'}")
+    """The batch goes back to the buffer; one warning per outage; the metric counts each try.
+
+    The database has no api_logs table (never migrated), so every insert fails.
+    """
+    broken = Database(f"sqlite:///{tmp_path / 'unmigrated.db'}")
     metrics = Metrics()
-    writer = ApiLogWriter(missing, metrics)
+    writer = ApiLogWriter(broken, metrics)
     writer.submit(record("req_a"))
     writer.submit(record("req_b"))
     assert not await writer.flush()
@@ -92,7 +95,7 @@ async def test_an_unreachable_database_keeps_the_entries_for_the_next_round(
     assert sample(metrics, "retrysafe_dependency_errors_total", dependency="database") == 2
     warnings = [event for event in captured_logs if event["log_level"] == "warning"]
     assert len(warnings) == 1
-    await missing.dispose()
+    await broken.dispose()
 
 
 async def test_stop_writes_what_is_still_buffered(db: Database) -> None:
@@ -101,7 +104,6 @@ async def test_stop_writes_what_is_still_buffered(db: Database) -> None:
     writer.submit(record("req_late"))
     await writer.stop()
     assert await stored(db) == ["req_late"]
-    await db.dispose()
 
 
 async def test_the_background_task_flushes_every_interval(db: Database) -> None:
@@ -116,7 +118,6 @@ async def test_the_background_task_flushes_every_interval(db: Database) -> None:
         assert await stored(db) == ["req_soon"]
     finally:
         await writer.stop()
-        await db.dispose()
 
 
 async def test_rows_keep_what_the_record_says(db: Database) -> None:
@@ -142,4 +143,3 @@ async def test_rows_keep_what_the_record_says(db: Database) -> None:
     assert row.request_body == '{"token":"[redacted]","name":"Ada"}'
     assert row.response_body == "[not stored: larger than 100 bytes]"
     assert row.created_at.endswith("Z")
-    await db.dispose()
