@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Callable, MutableMapping
 from typing import Any, Protocol
 
 from retrysafe.idempotency.decisions import Attempt
+from retrysafe.unique import random_hex
 
 __all__ = ["RECOVERY_STATE_KEY", "RecoveryPoints", "lease_seconds", "recovery_of"]
 
@@ -68,7 +68,7 @@ class RecoveryPoints:
         self._clock = clock
         self._point: str | None = None
         self._data: Any = None
-        self._external_key = "" if attempt is not None else uuid.uuid4().hex
+        self._external_key = "" if attempt is not None else random_hex(16)
         # The attempt's resumption is read on first use: most requests never look.
         self._resumed = attempt is None
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import structlog
@@ -11,6 +10,7 @@ from retrysafe.asgi import ASGIApp, Message, Receive, Scope, Send, state
 from retrysafe.database.engine import DatabaseUnavailable
 from retrysafe.envelope import ApiError, database_unavailable, internal_error, send_error
 from retrysafe.pipeline.principal import REQUEST_ID_STATE_KEY
+from retrysafe.unique import random_hex
 
 __all__ = ["ERROR_HEADERS_STATE_KEY", "REQUEST_ID_HEADER", "ErrorEnvelopeLayer", "new_request_id"]
 
@@ -29,7 +29,7 @@ _logger = structlog.get_logger("retrysafe")
 
 def new_request_id() -> str:
     """``req_`` + 24 hex characters: 96 random bits, unique without coordinating processes."""
-    return "req_" + os.urandom(12).hex()
+    return "req_" + random_hex(12)
 
 
 class ErrorEnvelopeLayer:

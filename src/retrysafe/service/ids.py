@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
+
+from retrysafe.unique import random_bits
 
 # Crockford's base32 in lower case: its characters are in ASCII order, so ids compare
 # as strings exactly as their (timestamp, counter) pairs compare as numbers.
@@ -46,9 +47,9 @@ class _MonotonicSource:
             if now_ms > self._last_ms:
                 self._last_ms = now_ms
                 # Leave headroom so increments within one millisecond never overflow.
-                self._last_random = int.from_bytes(os.urandom(10)) >> 1
+                self._last_random = random_bits(_RANDOM_BITS - 1)
             else:
-                self._last_random += 1 + (int.from_bytes(os.urandom(2)) & 0xFF)
+                self._last_random += 1 + random_bits(8)
                 if self._last_random >= 1 << _RANDOM_BITS:  # pragma: no cover - 2**79 steps
                     self._last_ms += 1
                     self._last_random = 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -21,6 +20,7 @@ from retrysafe.idempotency.records import (
     RecordStatus,
     StoredResponse,
 )
+from retrysafe.unique import random_hex
 
 
 class MemoryIdempotencyStore:
@@ -42,7 +42,7 @@ class MemoryIdempotencyStore:
     async def attempt(
         self, key: RecordKey, fingerprint: str, *, now: float, ttl: float
     ) -> AsyncIterator[Decision]:
-        token = uuid.uuid4().hex
+        token = random_hex(16)
         existing = self._records.get(key)
         previous: IdempotencyRecord | None = None
         if existing is not None and existing.expires_at > now:

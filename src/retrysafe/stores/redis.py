@@ -44,7 +44,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from typing import Any, cast
 
@@ -70,6 +69,7 @@ from retrysafe.idempotency.records import (
     RecordStatus,
     StoredResponse,
 )
+from retrysafe.unique import random_hex
 
 __all__ = ["DEFAULT_PREFIX", "RedisIdempotencyStore"]
 
@@ -253,7 +253,7 @@ class RedisIdempotencyStore:
 
     async def _decide(self, key: RecordKey, fingerprint: str, now: float, ttl: float) -> Decision:
         redis_key = self.redis_key(key)
-        token = uuid.uuid4().hex
+        token = random_hex(16)
         for _ in range(_TAKE_OVER_ATTEMPTS):
             reply = await self._run(
                 self._claim,
