@@ -28,10 +28,13 @@ from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from retrysafe.database import sqlite_driver
+from retrysafe.database.sqlite_driver import BUSY, Busy
 
 _ambient: ContextVar[AmbientTransaction | None] = ContextVar("retrysafe_ambient_tx", default=None)
 
 _IMMEDIATE = "retrysafe_immediate"
+SQLITE_POOL_SIZE = 32
+"""SQLite connections kept open per process (more are opened, and closed, under bursts)."""
 
 
 class DatabaseUnavailable(Exception):
@@ -70,6 +73,11 @@ class Database:
         if self.is_sqlite:
             path = url.split("///", 1)[1] if "///" in url else ":memory:"
             kwargs["async_creator"] = partial(sqlite_driver.connect, path)
+            # Readers run side by side (WAL) and each connection is a thread of its
+            # own: a pool smaller than the requests in flight would open and close
+            # a connection (a thread, a file) per request past it, as SQLAlchemy's
+            # default of 5 + 10 overflow did under 32 connections of load.
+            kwargs.update(pool_size=SQLITE_POOL_SIZE, max_overflow=3 * SQLITE_POOL_SIZE)
         else:
             # No overflow: pool_size is then the most this process ever opens, so
             # processes x pool_size bounds what the server must allow.
@@ -79,11 +87,14 @@ class Database:
         # cheaper than letting them spin in SQLite's busy handler. Other processes
         # sharing the file still wait through busy_timeout.
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
+        self._inline = sqlite_driver.InlineReader(path) if self.is_sqlite else None
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
         event.listen(self.engine.sync_engine, "handle_error", _disconnect_is_unavailable)
 
     async def dispose(self) -> None:
+        if self._inline is not None:
+            self._inline.close()
         await self.engine.dispose()
 
     def prepare(self, statement: Executable) -> Prepared:
@@ -238,6 +249,7 @@ class Prepared:
 
     def __init__(self, db: Database, statement: Executable) -> None:
         self.statement = statement
+        self._db = db
         self._fast = db.is_sqlite
         if self._fast:
             compiled = cast(
@@ -272,6 +284,22 @@ class Prepared:
     ) -> tuple[Any, ...] | None:
         rows = await self.rows(conn, parameters)
         return rows[0] if rows else None
+
+    def first_now(self, parameters: Mapping[str, Any]) -> tuple[Any, ...] | Busy | None:
+        """The first row of a read, on the event loop itself, without waiting for anything.
+
+        SQLite only (see :class:`~retrysafe.database.sqlite_driver.InlineReader`);
+        :data:`BUSY` when the read could not run at once (or on another database),
+        in which case the caller takes its usual path.
+        """
+        reader = self._db._inline
+        if reader is None:
+            return BUSY
+        defaults = self._defaults
+        values = [
+            parameters[name] if name in parameters else defaults[name] for name in self._order
+        ]
+        return reader.first(self._sql, values)
 
 
 def _one_hop_driver(conn: AsyncConnection) -> sqlite_driver.OneHopConnection | None:
