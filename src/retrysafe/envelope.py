@@ -109,6 +109,24 @@ def internal_error(request_id: str) -> ApiError:
     )
 
 
+def naming_request(error: ApiError, request_id: str) -> ApiError:
+    """``error``, whose details name the Request-Id when it is a 5xx (SPEC §1).
+
+    A 5xx is where a client needs support to read the server's log; the id finds
+    the line. Errors below 500, and those already naming it, come back unchanged.
+    """
+    if error.status < 500 or all(request_id in e.details for e in error.errors):
+        return error
+    quote = f" Quote Request-Id {request_id} to support."
+    errors = [
+        e if request_id in e.details else replace(e, details=e.details + quote)
+        for e in error.errors
+    ]
+    return ApiError(
+        error.status, errors[0].code, errors[0].details, headers=error.headers, errors=errors
+    )
+
+
 def database_unavailable() -> ApiError:
     """The 503 for an unreachable store: the request did not run, so retrying is safe."""
     return ApiError(

@@ -38,7 +38,10 @@ async def test_slow_request_becomes_a_504_envelope() -> None:
     [error] = response.json()["errors"]
     assert error["code"] == "gateway_timeout"
     assert error["title"] == "Gateway Timeout"
-    assert error["details"] == "The request exceeded the server-side deadline of 0.05 s."
+    assert error["details"] == (
+        "The request exceeded the server-side deadline of 0.05 s."
+        f" Quote Request-Id {response.headers['request-id']} to support."
+    )
 
 
 async def test_fast_request_is_untouched() -> None:

@@ -8,7 +8,13 @@ import structlog
 
 from retrysafe.asgi import ASGIApp, Message, Receive, Scope, Send, state
 from retrysafe.database.engine import DatabaseUnavailable
-from retrysafe.envelope import ApiError, database_unavailable, internal_error, send_error
+from retrysafe.envelope import (
+    ApiError,
+    database_unavailable,
+    internal_error,
+    naming_request,
+    send_error,
+)
 from retrysafe.pipeline.principal import REQUEST_ID_STATE_KEY
 from retrysafe.unique import random_hex
 
@@ -73,7 +79,7 @@ class ErrorEnvelopeLayer:
                     exc_info=exc,
                 )
                 return
-            error = _error_for(exc, request_id, scope)
+            error = naming_request(_error_for(exc, request_id, scope), request_id)
             extra: Sequence[tuple[bytes, bytes]] = state(scope).get(  # type: ignore[assignment]
                 ERROR_HEADERS_STATE_KEY, ()
             )

@@ -10,7 +10,7 @@ import structlog
 
 from retrysafe.asgi import ASGIApp, Message, Receive, Scope, Send, header, state
 from retrysafe.database.engine import DatabaseUnavailable
-from retrysafe.envelope import ApiError, internal_error, send_error
+from retrysafe.envelope import ApiError, internal_error, naming_request, send_error
 from retrysafe.idempotency.decisions import (
     Attempt,
     Execute,
@@ -157,7 +157,7 @@ class IdempotencyLayer:
         except LeaseLost:
             return None
         except ApiError as exc:
-            captured = await _render(exc)
+            captured = await _render(naming_request(exc, request_id_of(scope)))
         except Exception:
             logger.exception("handler_failed", request_id=request_id_of(scope), path=scope["path"])
             # Starlette may already have rendered a 500 (plain text, or the app's own

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from retrysafe.asgi import ASGIApp, Receive, Scope, Send, state
-from retrysafe.envelope import ApiError, send_error
+from retrysafe.envelope import ApiError, naming_request, send_error
+from retrysafe.pipeline.principal import request_id_of
 
 __all__ = ["SHED_STATE_KEY", "LoadSheddingLayer"]
 
@@ -46,16 +47,14 @@ class LoadSheddingLayer:
             return
         if self._in_flight >= self.max_in_flight:
             state(scope)[SHED_STATE_KEY] = True
-            await send_error(
-                send,
-                ApiError(
-                    503,
-                    "service_unavailable",
-                    f"The server is at capacity ({self.max_in_flight} requests in flight);"
-                    " retry after 1 s.",
-                    headers={"Retry-After": "1"},
-                ),
+            error = ApiError(
+                503,
+                "service_unavailable",
+                f"The server is at capacity ({self.max_in_flight} requests in flight);"
+                " retry after 1 s.",
+                headers={"Retry-After": "1"},
             )
+            await send_error(send, naming_request(error, request_id_of(scope)))
             return
         # No lock: the event loop is single-threaded and there is no await between
         # the check above and this increment.

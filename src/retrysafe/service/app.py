@@ -25,6 +25,7 @@ from retrysafe.envelope import (
     ErrorObject,
     database_unavailable,
     internal_error,
+    naming_request,
     reason_phrase,
 )
 from retrysafe.idempotency.recovery import lease_seconds
@@ -243,15 +244,16 @@ async def _purge_api_logs(db: Database, retention: int, metrics: Metrics | None)
         logger.info("purged old api log entries", count=purged)
 
 
-def _envelope(error: ApiError) -> Response:
+def _envelope(error: ApiError, request: Request) -> Response:
+    error = naming_request(error, request_id_of(request.scope))
     return Response(
         error.body(), status_code=error.status, headers=error.headers, media_type=JSON_MEDIA_TYPE
     )
 
 
-async def _render_api_error(_request: Request, exc: Exception) -> Response:
+async def _render_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return _envelope(exc)
+    return _envelope(exc, request)
 
 
 async def _render_database_unavailable(request: Request, exc: Exception) -> Response:
@@ -259,10 +261,10 @@ async def _render_database_unavailable(request: Request, exc: Exception) -> Resp
     # would first be answered as a 500 by Starlette's ServerErrorMiddleware.
     logger.warning("database unavailable", request_id=request_id_of(request.scope), error=str(exc))
     note_dependency_error(request.scope, "database")
-    return _envelope(database_unavailable())
+    return _envelope(database_unavailable(), request)
 
 
-async def _render_validation_error(_request: Request, exc: Exception) -> Response:
+async def _render_validation_error(request: Request, exc: Exception) -> Response:
     # Handlers parse their own input, so this only fires for a route that declares
     # typed parameters; it must still speak the envelope, as a 400.
     assert isinstance(exc, RequestValidationError)
@@ -270,7 +272,7 @@ async def _render_validation_error(_request: Request, exc: Exception) -> Respons
         ErrorObject(400, "invalid_parameter", f"{_location(error)}: {error.get('msg', 'invalid')}")
         for error in exc.errors()
     ] or [ErrorObject(400, "invalid_parameter", "The request is invalid.")]
-    return _envelope(ApiError(400, errors[0].code, errors[0].details, errors=errors))
+    return _envelope(ApiError(400, errors[0].code, errors[0].details, errors=errors), request)
 
 
 def _location(error: Mapping[str, object]) -> str:
@@ -295,7 +297,7 @@ async def _render_http_exception(request: Request, exc: Exception) -> Response:
         phrase = reason_phrase(exc.status_code)
         code = phrase.lower().replace(" ", "_").replace("-", "_")
         error = ApiError(exc.status_code, code, str(exc.detail), headers=exc.headers)
-    return _envelope(error)
+    return _envelope(error, request)
 
 
 def _allowed_methods(request: Request) -> str:
@@ -315,4 +317,4 @@ def _allowed_methods(request: Request) -> str:
 async def _render_unexpected(request: Request, _exc: Exception) -> Response:
     # Starlette re-raises after this: the envelope layer logs the exception under
     # the Request-Id, and the idempotency layer records this same 500.
-    return _envelope(internal_error(request_id_of(request.scope)))
+    return _envelope(internal_error(request_id_of(request.scope)), request)
