@@ -88,7 +88,8 @@ ApiLogRetentionOption = Annotated[
     int,
     _option(
         "api-log-retention",
-        "How long API-log entries are kept (serve: 0 turns the API log off; purge-expired: 0 deletes none).",
+        "How long API-log entries are kept (serve: 0 turns the API log off;"
+        " purge-expired: 0 deletes none).",
         metavar="SECONDS",
         min=0,
     ),
