@@ -54,6 +54,22 @@ ROWS: tuple[Row, ...] = (
         201,
     ),
     Row("peer", "7 peer asgi-idempotency-header + Redis", ServerSpec("peer"), "new", 201),
+    # Observability's cost on the create path: row 2 has the API log and metrics on
+    # and the request line filtered out; these two take one away, add the other.
+    Row(
+        "no-api-log",
+        "8 retrysafe create, API log off (SQLite)",
+        ServerSpec("retrysafe", api_log=False),
+        "new",
+        201,
+    ),
+    Row(
+        "info-log",
+        "9 retrysafe create, request line at info, the default (SQLite)",
+        ServerSpec("retrysafe", log_level="info"),
+        "new",
+        201,
+    ),
 )
 ROWS_BY_KEY = {row.key: row for row in ROWS}
 

@@ -45,6 +45,10 @@ class ServerSpec:
     kind: str
     database: str = "sqlite"
     workers: int = 1
+    log_level: str = "warning"
+    """retrysafe's ``--log-level``: ``warning`` filters the per-request line out."""
+    api_log: bool = True
+    """False runs retrysafe with ``--api-log-retention 0`` (no API-log entries)."""
 
 
 @dataclass
@@ -96,7 +100,9 @@ def command(spec: ServerSpec, port: int, database_url: str) -> list[str]:
         app = f"{spec.kind}_app:app"
         return ["python", "-m", "uvicorn", app, "--port", str(port), *UVICORN_FLAGS]
     argv = ["python", "-m", "retrysafe", "serve", "--port", str(port)]
-    argv += ["--database", database_url, "--rate-limit", RATE_LIMIT, "--log-level", "warning"]
+    argv += ["--database", database_url, "--rate-limit", RATE_LIMIT, "--log-level", spec.log_level]
+    if not spec.api_log:
+        argv += ["--api-log-retention", "0"]
     if spec.workers > 1:
         argv += ["--workers", str(spec.workers)]
     return argv
