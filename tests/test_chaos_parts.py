@@ -14,12 +14,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from tests.server_process import free_port
+from tests.support.fault_proxy import Fault, FaultProxy, SlowAnswer, SlowRequest
+
 from benchmarks.chaos.balancer import Balancer
 from benchmarks.chaos.checker import check
 from benchmarks.chaos.history import Answer, Kind, Operation, Outcome
 from benchmarks.chaos.snapshot import AccountRow, InquiryRow, RecordRow, Snapshot
-from tests.server_process import free_port
-from tests.support.fault_proxy import Fault, FaultProxy, SlowAnswer, SlowRequest
 
 BODY = bytes(range(256)) * 8
 """What the upstream answers to GET: 2 KiB, so slow and truncated answers have a middle."""

@@ -9,10 +9,11 @@ in CI and not only when someone runs the big one.
 from __future__ import annotations
 
 import pytest
+from tests.support.throwaway import skip_without_postgres_binaries
+
 from benchmarks.chaos.config import Backend, ChaosConfig
 from benchmarks.chaos.report import summary
 from benchmarks.chaos.run import run
-from tests.support.throwaway import skip_without_postgres_binaries
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
