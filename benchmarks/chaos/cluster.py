@@ -73,9 +73,9 @@ class Cluster:
         conn = await asyncpg.connect(self.postgres.url())
         try:
             await conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
-            # The throwaway server runs with synchronous_commit=off for speed; a
-            # database setting overrides that, so an acknowledged commit is in the
-            # WAL (and so survives a SIGKILL of PostgreSQL) before the client hears of it.
+            # Stated per database so the run does not depend on the server's default:
+            # "on" puts an acknowledged commit in the WAL (so it survives a SIGKILL of
+            # PostgreSQL) before the client hears of it; --unsafe-commit turns it off.
             setting = "on" if self._config.synchronous_commit else "off"
             await conn.execute(
                 f'ALTER DATABASE "{DATABASE_NAME}" SET synchronous_commit = {setting}'
