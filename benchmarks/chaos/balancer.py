@@ -12,70 +12,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import threading
 from collections.abc import Sequence
-from types import TracebackType
+
+from tests.support.threaded_server import ThreadedTcpServer
 
 __all__ = ["Balancer"]
 
 
-class Balancer:
+class Balancer(ThreadedTcpServer):
     """``127.0.0.1:<port>`` → round-robin over ``backends``, on its own thread and event loop."""
 
+    name = "load balancer"
+
     def __init__(self, backends: Sequence[tuple[str, int]], *, patience: float = 3.0) -> None:
+        super().__init__()
         self._backends = list(backends)
         self._turn = itertools.cycle(range(len(self._backends)))
         self._patience = patience
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping: asyncio.Event | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.port = 0
         self.connections = 0
         """Client connections accepted."""
         self.refused = 0
         """Connection attempts a backend refused (it was down)."""
         self.turned_away = 0
         """Client connections closed because no backend answered within ``patience``."""
-
-    def __enter__(self) -> Balancer:
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the load balancer did not start")
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self._loop is not None and self._stopping is not None:
-            self._loop.call_soon_threadsafe(self._stopping.set)
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def _run(self, ready: threading.Event) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._serve(ready))
-        finally:
-            loop.close()
-
-    async def _serve(self, ready: threading.Event) -> None:
-        self._stopping = asyncio.Event()
-        server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = server.sockets[0].getsockname()[1]
-        ready.set()
-        async with server:
-            await self._stopping.wait()
-            server.close()
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         loop = asyncio.get_running_loop()
@@ -91,10 +50,7 @@ class Balancer:
                 return None
             await asyncio.sleep(0.05)
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         upstream = None
         try:
@@ -121,7 +77,6 @@ class Balancer:
                     stream.close()
                     with contextlib.suppress(Exception):
                         await stream.wait_closed()
-            self._tasks.discard(task)
 
 
 async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:

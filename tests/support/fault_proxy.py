@@ -53,7 +53,8 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from types import TracebackType
+
+from tests.support.threaded_server import ThreadedTcpServer
 
 __all__ = [
     "Action",
@@ -254,25 +255,23 @@ def _reset(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
-class FaultProxy:
+class FaultProxy(ThreadedTcpServer):
     """Proxy ``127.0.0.1:<port>`` → ``upstream``, applying planned faults request by request.
 
     Use as a context manager (or ``start``/``stop``); ``url`` is where the
     client under test connects.
     """
 
+    name = "fault proxy"
+
     def __init__(self, upstream_host: str, upstream_port: int, *, stall_seconds: float = 5.0):
+        super().__init__()
         self._upstream = (upstream_host, upstream_port)
         self.stall_seconds = stall_seconds
         self._lock = threading.Lock()
         self._plan: deque[tuple[Action, str | None]] = deque()
         self._chooser: Chooser | None = None
         self._records: list[RecordedRequest] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping: asyncio.Event | None = None
-        self._connections: set[asyncio.Task[None]] = set()
-        self.port = 0
 
     # -- test-facing API --------------------------------------------------------
 
@@ -321,62 +320,9 @@ class FaultProxy:
             if record.method == method and record.path.startswith(path_prefix)
         ]
 
-    # -- lifecycle --------------------------------------------------------------
-
-    def start(self) -> FaultProxy:
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("fault proxy did not start")
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stopping is not None:
-            self._loop.call_soon_threadsafe(self._stopping.set)
-        if self._thread is not None:
-            self._thread.join(10)
-        self._thread = None
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _run(self, ready: threading.Event) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._serve(ready))
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    async def _serve(self, ready: threading.Event) -> None:
-        self._stopping = asyncio.Event()
-        server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = server.sockets[0].getsockname()[1]
-        ready.set()
-        async with server:
-            await self._stopping.wait()
-            server.close()
-            for task in list(self._connections):
-                task.cancel()
-            await asyncio.gather(*self._connections, return_exceptions=True)
-        await server.wait_closed()
-
     # -- one client connection --------------------------------------------------
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         aborted = False
         try:
@@ -458,7 +404,6 @@ class FaultProxy:
                 writer.close()
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await writer.wait_closed()
-            self._connections.discard(task)
 
     async def _wait_for_client_to_leave(self, reader: asyncio.StreamReader) -> None:
         with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
