@@ -38,6 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import pytest
 
@@ -125,7 +126,56 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
     process.wait(timeout=STOP_TIMEOUT)
 
 
-class ThrowawayPostgres:
+class _ThrowawayServer:
+    """What a throwaway server shares: its directory, its process group and its lifecycle.
+
+    A subclass writes ``start()`` (idempotent while running) and ``stop()`` (clean);
+    ``kill()`` SIGKILLs the whole process group, and ``close()`` also deletes the
+    directory when it was made here.
+    """
+
+    def __init__(self, base_dir: Path | None, prefix: str, port: int | None) -> None:
+        self._owns_dir = base_dir is None
+        self.dir = Path(tempfile.mkdtemp(prefix=prefix)) if base_dir is None else base_dir
+        self.port = free_port() if port is None else port
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        """SIGKILL the server and every process it started; ``start()`` then recovers."""
+        if self._process is not None:
+            _kill_group(self._process)
+
+    def close(self) -> None:
+        """Kill the server and delete its directory."""
+        self.kill()
+        if self._owns_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class ThrowawayPostgres(_ThrowawayServer):
     """A PostgreSQL server of our own: ``initdb`` into a temporary directory, one port.
 
     ``fsync`` is off: the data only has to survive a clean ``stop()`` or a
@@ -139,22 +189,15 @@ class ThrowawayPostgres:
         bin_dir = postgres_bin_dir()
         if bin_dir is None:
             raise RuntimeError("PostgreSQL binaries are not installed")
+        super().__init__(base_dir, "retrysafe-pg-", port)
         self._bin = bin_dir
-        self._owns_dir = base_dir is None
-        self.dir = Path(tempfile.mkdtemp(prefix="retrysafe-pg-")) if base_dir is None else base_dir
         self.data_dir = self.dir / "data"
         self.log_path = self.dir / "postgres.log"
-        self.port = free_port() if port is None else port
-        self._process: subprocess.Popen[bytes] | None = None
         self._as_user = POSTGRES_OS_USER if os.geteuid() == 0 else None
 
     def url(self, database: str = "postgres") -> str:
         """A ``postgresql://`` URL for ``database`` on this server (user ``postgres``)."""
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
 
     def start(self) -> None:
         """Start the server (running ``initdb`` first, once) and wait until it listens."""
@@ -197,34 +240,9 @@ class ThrowawayPostgres:
             _terminate(self._process, signal.SIGINT)
             _kill_group(self._process)
 
-    def kill(self) -> None:
-        """SIGKILL the postmaster and every backend at once; ``start()`` then recovers."""
-        if self._process is not None:
-            _kill_group(self._process)
-            # A killed postmaster leaves postmaster.pid behind; the next start checks
-            # that its pid is gone, which it is, and runs crash recovery.
-
-    def close(self) -> None:
-        """Kill the server and delete its directory."""
-        self.kill()
-        if self._owns_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> ThrowawayPostgres:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
+    # kill() SIGKILLs the postmaster and every backend at once. It leaves
+    # postmaster.pid behind; the next start checks that its pid is gone, which it
+    # is, and runs crash recovery.
 
     def _initdb(self) -> None:
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -273,25 +291,16 @@ class ThrowawayPostgres:
         raise RuntimeError(f"postgres not ready within {READY_TIMEOUT} s:\n{_tail(self.log_path)}")
 
 
-class ThrowawayRedis:
+class ThrowawayRedis(_ThrowawayServer):
     """A ``redis-server`` of our own: one port, one directory, nothing persisted."""
 
     def __init__(self, base_dir: Path | None = None, *, port: int | None = None) -> None:
-        self._owns_dir = base_dir is None
-        self.dir = (
-            Path(tempfile.mkdtemp(prefix="retrysafe-redis-")) if base_dir is None else base_dir
-        )
+        super().__init__(base_dir, "retrysafe-redis-", port)
         self.log_path = self.dir / "redis.log"
-        self.port = free_port() if port is None else port
-        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
 
     def start(self) -> None:
         """Start ``redis-server`` on this instance's port and wait until it answers PING."""
@@ -326,32 +335,6 @@ class ThrowawayRedis:
         """SIGTERM: Redis closes every client connection and exits."""
         if self._process is not None:
             _terminate(self._process, signal.SIGTERM)
-
-    def kill(self) -> None:
-        if self._process is not None:
-            _kill_group(self._process)
-
-    def close(self) -> None:
-        """Kill the server and delete its directory."""
-        self.kill()
-        if self._owns_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> ThrowawayRedis:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _wait_pong(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
