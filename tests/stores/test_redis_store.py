@@ -21,7 +21,6 @@ from tests.support import redis_service
 from tests.support.throwaway import ThrowawayRedis, free_port, skip_without_redis_binary
 
 from retrysafe.asgi import Receive, Scope, Send
-from retrysafe.database.engine import DatabaseUnavailable
 from retrysafe.idempotency.decisions import Execute, InFlight, LeaseLost, Replay
 from retrysafe.idempotency.records import RecordKey, StoredResponse
 from retrysafe.pipeline import build_pipeline
@@ -29,6 +28,7 @@ from retrysafe.pipeline.principal import Principal
 from retrysafe.pipeline.rate_limit import RateLimiter
 from retrysafe.settings import Settings
 from retrysafe.stores.redis import RedisIdempotencyStore
+from retrysafe.unavailable import StoreUnavailable
 
 from .conftest import redis_store
 
@@ -253,14 +253,14 @@ async def test_keys_are_namespaced_by_organization_and_never_hold_the_raw_key(
     assert "customer-secret-key" not in store.redis_key(secret)
 
 
-async def test_unreachable_redis_is_database_unavailable_at_once() -> None:
+async def test_unreachable_redis_is_store_unavailable_at_once() -> None:
     """Nothing listens on the port: the claim fails fast with the 503 error, not a 500."""
     store = RedisIdempotencyStore.from_url(f"redis://127.0.0.1:{free_port()}/0")
     try:
-        with pytest.raises(DatabaseUnavailable, match="Redis"):
+        with pytest.raises(StoreUnavailable, match="Redis"):
             async with store.attempt(KEY, "fp", now=1000, ttl=TTL):
                 pass
-        with pytest.raises(DatabaseUnavailable):
+        with pytest.raises(StoreUnavailable):
             await store.purge_expired(now=1000)
     finally:
         await store.aclose()
@@ -273,9 +273,9 @@ async def test_the_store_recovers_when_redis_comes_back(throwaway_redis: Throwaw
         async with store.attempt(KEY, "fp", now=1000, ttl=TTL) as decision:
             assert isinstance(decision, Execute)
             throwaway_redis.stop()
-            with pytest.raises(DatabaseUnavailable):
+            with pytest.raises(StoreUnavailable):
                 await decision.attempt.complete(CREATED)
-        with pytest.raises(DatabaseUnavailable):
+        with pytest.raises(StoreUnavailable):
             async with store.attempt(KEY, "fp", now=1001, ttl=TTL):
                 pass
         throwaway_redis.start()  # an empty Redis: nothing was persisted

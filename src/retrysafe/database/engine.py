@@ -29,6 +29,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from retrysafe.database import sqlite_driver
 from retrysafe.database.sqlite_driver import BUSY, Busy
+from retrysafe.unavailable import StoreUnavailable
 
 _ambient: ContextVar[AmbientTransaction | None] = ContextVar("retrysafe_ambient_tx", default=None)
 
@@ -37,8 +38,11 @@ SQLITE_POOL_SIZE = 32
 """SQLite connections kept open per process (more are opened, and closed, under bursts)."""
 
 
-class DatabaseUnavailable(Exception):
+class DatabaseUnavailable(StoreUnavailable):
     """The database could not be reached or stayed locked; the request did not run (503)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, dependency="database")
 
 
 def async_url(url: str) -> str:

@@ -1,7 +1,8 @@
 """The one interface every idempotency store implements (memory, SQL, later Redis).
 
-A store that cannot reach its backend raises ``DatabaseUnavailable``: the request
-did not run and nothing was recorded, so the pipeline answers 503.
+A store that cannot reach its backend raises
+:class:`~retrysafe.unavailable.StoreUnavailable`: the request did not run and
+nothing was recorded, so the pipeline answers 503.
 """
 
 from __future__ import annotations

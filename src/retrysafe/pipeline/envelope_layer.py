@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import structlog
 
 from retrysafe.asgi import ASGIApp, Message, Receive, Scope, Send, state
-from retrysafe.database.engine import DatabaseUnavailable
 from retrysafe.envelope import (
     ApiError,
     database_unavailable,
@@ -16,6 +15,7 @@ from retrysafe.envelope import (
     send_error,
 )
 from retrysafe.pipeline.principal import REQUEST_ID_STATE_KEY
+from retrysafe.unavailable import StoreUnavailable
 from retrysafe.unique import random_hex
 
 __all__ = ["ERROR_HEADERS_STATE_KEY", "REQUEST_ID_HEADER", "ErrorEnvelopeLayer", "new_request_id"]
@@ -89,7 +89,7 @@ class ErrorEnvelopeLayer:
 def _error_for(exc: Exception, request_id: str, scope: Scope) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
-    if isinstance(exc, DatabaseUnavailable):
+    if isinstance(exc, StoreUnavailable):
         # Expected during outages: a warning without a traceback keeps the log readable.
         _logger.warning(
             "database unavailable",

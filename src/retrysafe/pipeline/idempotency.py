@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 import structlog
 
 from retrysafe.asgi import ASGIApp, Message, Receive, Scope, Send, header, state
-from retrysafe.database.engine import DatabaseUnavailable
 from retrysafe.envelope import ApiError, internal_error, naming_request, send_error
 from retrysafe.idempotency.decisions import (
     Attempt,
@@ -26,6 +25,7 @@ from retrysafe.idempotency.recovery import RECOVERY_STATE_KEY, RecoveryPoints
 from retrysafe.idempotency.store import IdempotencyStore
 from retrysafe.pipeline.body_spool import BodySpool
 from retrysafe.pipeline.principal import principal_of, request_id_of
+from retrysafe.unavailable import StoreUnavailable
 
 IDEMPOTENT_METHODS = frozenset({"POST", "PATCH"})
 OUTCOME_STATE_KEY = "retrysafe.idempotency_outcome"
@@ -151,7 +151,7 @@ class IdempotencyLayer:
         captured = _Captured()
         try:
             await self.app(scope, receive, captured.send)
-        except DatabaseUnavailable:
+        except StoreUnavailable:
             await attempt.abandon()
             raise
         except LeaseLost:

@@ -13,7 +13,6 @@ from limits.errors import StorageError
 from starlette.routing import BaseRoute, compile_path
 
 from retrysafe.asgi import ASGIApp, Message, Receive, Scope, Send, header
-from retrysafe.database.engine import DatabaseUnavailable
 from retrysafe.envelope import ApiError, database_unavailable, internal_error
 from retrysafe.observability.metrics import Metrics
 from retrysafe.observability.records import (
@@ -25,6 +24,7 @@ from retrysafe.pipeline.idempotency import IDEMPOTENT_METHODS, OUTCOME_STATE_KEY
 from retrysafe.pipeline.principal import PRINCIPAL_STATE_KEY, REQUEST_ID_STATE_KEY, Principal
 from retrysafe.pipeline.rate_limit import RATE_LIMIT_STATE_KEY, RateLimitState
 from retrysafe.pipeline.shedding import SHED_STATE_KEY
+from retrysafe.unavailable import StoreUnavailable
 
 __all__ = ["CLIENT_CLOSED", "ObservationLayer"]
 
@@ -278,7 +278,7 @@ def _final_status(
         error
         if isinstance(error, ApiError)
         else database_unavailable()
-        if isinstance(error, DatabaseUnavailable)
+        if isinstance(error, StoreUnavailable)
         else internal_error(request_id)
     )
     return rendered.status, rendered.errors[0].code
@@ -295,8 +295,8 @@ def _error_code(body: bytes) -> str | None:
 def _dependency_of(error: BaseException | None) -> str | None:
     """``database`` or ``redis`` when ``error`` (or what caused it) is an unreachable one."""
     while error is not None:
-        if isinstance(error, DatabaseUnavailable):
-            return "database"
+        if isinstance(error, StoreUnavailable):
+            return error.dependency
         if isinstance(error, StorageError) or type(error).__module__.startswith("redis"):
             return "redis"
         error = error.__cause__

@@ -34,7 +34,7 @@ so Redis deletes records itself. Expiry is also judged against the caller's
 clock (``now``), as in the other stores; ``purge_expired`` deletes the records
 that clock says are expired before Redis's own TTL removes them (rarely any).
 
-Unreachable Redis raises :class:`DatabaseUnavailable`: the pipeline answers 503
+Unreachable Redis raises :class:`StoreUnavailable`: the pipeline answers 503
 and nothing was recorded. Timeouts are short and retries few on purpose: a
 request should learn quickly that the store is down, not wait seconds for it.
 """
@@ -53,7 +53,6 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from retrysafe.database.engine import DatabaseUnavailable
 from retrysafe.idempotency.decisions import (
     Decision,
     Execute,
@@ -69,6 +68,7 @@ from retrysafe.idempotency.records import (
     RecordStatus,
     StoredResponse,
 )
+from retrysafe.unavailable import StoreUnavailable
 from retrysafe.unique import random_hex
 
 __all__ = ["DEFAULT_PREFIX", "RedisIdempotencyStore"]
@@ -245,7 +245,7 @@ class RedisIdempotencyStore:
             if not attempt.settled and not attempt.checkpointed:
                 # The request failed; its exception matters more than a failed
                 # undo. An undone claim frees itself anyway when its lease ends.
-                with contextlib.suppress(DatabaseUnavailable):
+                with contextlib.suppress(StoreUnavailable):
                     await attempt.abandon()
             raise
         if not attempt.settled and not attempt.checkpointed:
@@ -320,7 +320,7 @@ class RedisIdempotencyStore:
             if batch:
                 purged += await self._purge_batch(batch, now)
         except RedisError as exc:
-            raise DatabaseUnavailable(f"Redis: {exc}") from exc
+            raise StoreUnavailable(f"Redis: {exc}", dependency="redis") from exc
         return purged
 
     async def _purge_batch(self, keys: Sequence[bytes], now: float) -> int:
@@ -333,11 +333,11 @@ class RedisIdempotencyStore:
         return sum(int(result) for result in results)
 
     async def _run(self, script: AsyncScript, keys: list[str], args: list[str]) -> Any:
-        """Run ``script``; every Redis failure becomes :class:`DatabaseUnavailable` (503)."""
+        """Run ``script``; every Redis failure becomes :class:`StoreUnavailable` (503)."""
         try:
             return await cast(Awaitable[Any], script(keys=keys, args=args))
         except RedisError as exc:
-            raise DatabaseUnavailable(f"Redis: {exc}") from exc
+            raise StoreUnavailable(f"Redis: {exc}", dependency="redis") from exc
 
 
 class _RedisAttempt:
