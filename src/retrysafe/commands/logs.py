@@ -19,7 +19,7 @@ from sqlalchemy import Select, select
 from retrysafe.config import env_name
 from retrysafe.database import Database
 from retrysafe.database.schema import api_logs, organizations
-from retrysafe.service.ids import lowest_id
+from retrysafe.ids import lowest_id
 from retrysafe.settings import DEFAULT_DATABASE_URL
 
 __all__ = ["logs_app"]

@@ -129,7 +129,7 @@ idempotency_records = Table(
 api_logs = Table(
     "api_logs",
     metadata,
-    # log_… ids are time-ordered (service.ids): ORDER BY id DESC is newest first.
+    # log_… ids are time-ordered (retrysafe.ids): ORDER BY id DESC is newest first.
     Column("id", String(40), primary_key=True),
     # NULL for requests turned away before authentication (401, 429, 413, shed 503):
     # no organization is proven, so no organization sees them through the API.

@@ -19,12 +19,12 @@ from datetime import UTC, datetime
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
+from retrysafe import ids
 from retrysafe.database import Database, DatabaseUnavailable
 from retrysafe.database.schema import api_logs
 from retrysafe.observability.metrics import Metrics
 from retrysafe.observability.records import RequestRecord
 from retrysafe.observability.redaction import loggable_body
-from retrysafe.service import ids
 
 __all__ = ["ApiLogWriter", "rfc3339"]
 

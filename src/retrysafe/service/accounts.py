@@ -14,10 +14,11 @@ from sqlalchemy.sql.dml import Update
 from starlette.requests import Request
 from starlette.responses import Response
 
+from retrysafe import ids
 from retrysafe.database import Database
 from retrysafe.database.schema import accounts
 from retrysafe.envelope import ApiError
-from retrysafe.service import ids, openapi
+from retrysafe.service import openapi
 from retrysafe.service.bodies import BodyReader
 from retrysafe.service.pagination import any_value, page_request
 from retrysafe.service.scopes import require_scope

@@ -7,10 +7,10 @@ from collections.abc import Iterable
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from retrysafe import ids
 from retrysafe.database import Database
 from retrysafe.database.schema import api_keys, organizations
 from retrysafe.service import api_keys as key_format
-from retrysafe.service import ids
 from retrysafe.service.serialization import timestamp
 from retrysafe.service.statements import insert_unless_conflict
 

@@ -16,10 +16,11 @@ from sqlalchemy.engine import RowMapping
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
+from retrysafe import ids
 from retrysafe.database import Database
 from retrysafe.database.schema import documents, inquiries
 from retrysafe.envelope import ApiError, FieldErrors
-from retrysafe.service import ids, openapi
+from retrysafe.service import openapi
 from retrysafe.service.bodies import (
     FilePart,
     MultipartReader,

@@ -11,10 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response
 
+from retrysafe import ids
 from retrysafe.database import Database
 from retrysafe.database.schema import accounts, inquiries, organizations
 from retrysafe.envelope import ApiError
-from retrysafe.service import ids, openapi
+from retrysafe.service import openapi
 from retrysafe.service.accounts import ACCOUNT_FIELDS
 from retrysafe.service.bodies import BodyReader
 from retrysafe.service.openapi import INQUIRY_STATUSES

@@ -424,7 +424,7 @@ RESOURCES: Mapping[str, tuple[str, str]] = {
 }
 """Resource schema → (collection under /api/v1, id prefix): where links lead, what cursors are."""
 
-_ID_BODY = "[0-9a-hjkmnp-tv-z]{26}"  # retrysafe.service.ids: Crockford base32, lower case
+_ID_BODY = "[0-9a-hjkmnp-tv-z]{26}"  # retrysafe.ids: Crockford base32, lower case
 _TEMPLATE = re.compile(r"\{([^}]+)\}")
 _OPERATION_METHODS = ("get", "post", "patch", "put", "delete")
 

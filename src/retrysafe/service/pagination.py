@@ -8,8 +8,8 @@ from urllib.parse import urlencode
 
 from starlette.requests import Request
 
+from retrysafe import ids
 from retrysafe.envelope import ApiError
-from retrysafe.service import ids
 
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 100

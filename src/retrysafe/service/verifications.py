@@ -27,6 +27,7 @@ from sqlalchemy import bindparam, func, select
 from starlette.requests import Request
 from starlette.responses import Response
 
+from retrysafe import ids
 from retrysafe.database import Database
 from retrysafe.database.schema import accounts, documents, inquiries, verifications
 from retrysafe.envelope import ApiError, FieldErrors
@@ -34,7 +35,7 @@ from retrysafe.idempotency.recovery import recovery_of
 from retrysafe.pipeline.principal import request_id_of
 from retrysafe.provider.checks import KINDS
 from retrysafe.provider.client import CheckAnswer, ProviderClient, ProviderFailed, ProviderTimedOut
-from retrysafe.service import ids, openapi
+from retrysafe.service import openapi
 from retrysafe.service.bodies import BodyReader
 from retrysafe.service.inquiries import not_found as inquiry_not_found
 from retrysafe.service.scopes import require_scope
