@@ -13,8 +13,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from retrysafe.database import Database
-from retrysafe.envelope import ApiError
-from retrysafe.idempotency.keys import parse_idempotency_key
+from retrysafe.idempotency.keys import InvalidIdempotencyKey, parse_idempotency_key
 from retrysafe.service.app import create_api
 from retrysafe.service.openapi import IDEMPOTENCY_KEY_PATTERN
 from retrysafe.settings import Settings
@@ -44,7 +43,7 @@ def valid(document: Document, component: str, instance: object) -> bool:
 def accepted(value: str) -> bool:
     try:
         parse_idempotency_key(value.encode("latin-1"))
-    except ApiError:
+    except InvalidIdempotencyKey:
         return False
     return True
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from retrysafe.envelope import ApiError
-from retrysafe.idempotency.keys import parse_idempotency_key
+from retrysafe.idempotency.keys import InvalidIdempotencyKey, parse_idempotency_key
 
 
 @pytest.mark.parametrize(
@@ -28,8 +27,7 @@ def test_valid_keys(raw: bytes, key: str) -> None:
     "raw",
     [b"", b'""', b"x" * 256, b"has space", b"tab\tinside", "caf\u00e9".encode(), b'"bad\\x"'],
 )
-def test_invalid_keys_are_400(raw: bytes) -> None:
-    with pytest.raises(ApiError) as caught:
+def test_invalid_keys_are_refused(raw: bytes) -> None:
+    """Empty, too long, unquoted spaces, non-ASCII and bad escapes name no key."""
+    with pytest.raises(InvalidIdempotencyKey, match="1 to 255 visible ASCII characters"):
         parse_idempotency_key(raw)
-    assert caught.value.status == 400
-    assert caught.value.code == "invalid_idempotency_key"

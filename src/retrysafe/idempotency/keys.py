@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from retrysafe.envelope import ApiError
-
 MAX_KEY_LENGTH = 255
 
 
+class InvalidIdempotencyKey(ValueError):
+    """A header value that names no key; the message says what a key must look like.
+
+    The pipeline answers it as 400 ``invalid_idempotency_key``: this package knows
+    no HTTP, so the status is the pipeline's to give.
+    """
+
+
 def parse_idempotency_key(raw: bytes) -> str:
-    """Return the key a header value names, or raise 400 ``invalid_idempotency_key``.
+    """Return the key a header value names, or raise :class:`InvalidIdempotencyKey`.
 
     The IETF draft sends the key as a structured-field string (``"abc"``); plain
     ``abc`` is what Stripe and Persona clients send. Both mean the same key, so
@@ -18,11 +24,9 @@ def parse_idempotency_key(raw: bytes) -> str:
     if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
         value = _unescape_sf_string(value[1:-1])
     if not 1 <= len(value) <= MAX_KEY_LENGTH or not all("!" <= c <= "~" for c in value):
-        raise ApiError(
-            400,
-            "invalid_idempotency_key",
+        raise InvalidIdempotencyKey(
             "Idempotency-Key must be 1 to 255 visible ASCII characters "
-            '(optionally quoted: "key"); use a fresh UUID for each operation.',
+            '(optionally quoted: "key"); use a fresh UUID for each operation.'
         )
     return value
 

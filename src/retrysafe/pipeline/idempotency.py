@@ -19,7 +19,7 @@ from retrysafe.idempotency.decisions import (
     Replay,
 )
 from retrysafe.idempotency.fingerprint import ParamsDigest, params_digest_for, request_fingerprint
-from retrysafe.idempotency.keys import parse_idempotency_key
+from retrysafe.idempotency.keys import InvalidIdempotencyKey, parse_idempotency_key
 from retrysafe.idempotency.records import RecordKey, StoredResponse
 from retrysafe.idempotency.recovery import RECOVERY_STATE_KEY, RecoveryPoints
 from retrysafe.idempotency.store import IdempotencyStore
@@ -95,7 +95,10 @@ class IdempotencyLayer:
         if raw_key is None or principal is None:
             await self.app(scope, receive, send)
             return
-        key = RecordKey(principal.organization_id, parse_idempotency_key(raw_key))
+        try:
+            key = RecordKey(principal.organization_id, parse_idempotency_key(raw_key))
+        except InvalidIdempotencyKey as exc:
+            raise ApiError(400, "invalid_idempotency_key", str(exc)) from None
         spool = BodySpool()
         try:
             digest = params_digest_for(header(scope, b"content-type"))
