@@ -15,7 +15,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import structlog
 from limits import RateLimitItem, parse_many
@@ -23,13 +23,14 @@ from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.errors import ConfigurationError, StorageError
 from limits.storage import storage_from_string
-from redis.asyncio import ConnectionPool
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from retrysafe.asgi import ASGIApp, Message, Receive, Scope, Send, header, state
 from retrysafe.envelope import ApiError, send_error
 from retrysafe.pipeline.envelope_layer import ERROR_HEADERS_STATE_KEY
+
+if TYPE_CHECKING:
+    # redis-py is the redis extra's: imported where a Redis storage URL is opened.
+    from redis.asyncio import ConnectionPool
 
 __all__ = [
     "RATE_LIMIT_STATE_KEY",
@@ -249,6 +250,10 @@ def _redis_pool(url: str) -> ConnectionPool | None:
     scheme, _, rest = url.partition("://")
     if scheme not in ("async+redis", "async+rediss", "async+redis+unix"):
         return None
+    from redis.asyncio import ConnectionPool
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
     client_url = f"{scheme.removeprefix('async+').replace('redis+unix', 'unix')}://{rest}"
     return ConnectionPool.from_url(
         client_url,
