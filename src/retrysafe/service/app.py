@@ -5,38 +5,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError, version
 
 import structlog
 from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match
 
 from retrysafe.asgi import ASGIApp
 from retrysafe.database import Database, DatabaseUnavailable
-from retrysafe.envelope import (
-    ApiError,
-    ErrorObject,
-    database_unavailable,
-    internal_error,
-    naming_request,
-    reason_phrase,
-)
+from retrysafe.envelope import ApiError
 from retrysafe.idempotency.recovery import lease_seconds
 from retrysafe.idempotency.store import IdempotencyStore
+from retrysafe.integrations import fastapi as fastapi_errors
 from retrysafe.observability import Metrics, note_dependency_error
 from retrysafe.observability.api_log_writer import ApiLogWriter
 from retrysafe.observability.metrics import metrics_route
 from retrysafe.observability.retention import purge_api_logs
 from retrysafe.pipeline import METRICS_PATH, build_pipeline
 from retrysafe.pipeline.authentication import DEFAULT_PUBLIC_PATHS
-from retrysafe.pipeline.principal import request_id_of
 from retrysafe.pipeline.rate_limit import RateLimiter
 from retrysafe.provider.client import ProviderClient, provider_client
 from retrysafe.service import openapi
@@ -59,8 +49,6 @@ logger = structlog.get_logger("retrysafe.service")
 
 HEALTH_TIMEOUT = 5.0
 _HEALTHY = b'{"status":"ok"}'
-_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
-_ECHO_LIMIT = 100  # characters of a client-chosen path quoted back in an error
 
 
 def _version() -> str:
@@ -162,13 +150,8 @@ def create_api(
         " pipeline: one error envelope, rate limits and authentication before an"
         " idempotency layer that replays acknowledged results.",
         lifespan=lifespan,
-        exception_handlers={
-            ApiError: _render_api_error,
-            DatabaseUnavailable: _render_database_unavailable,
-            RequestValidationError: _render_validation_error,
-            HTTPException: _render_http_exception,
-            Exception: _render_unexpected,
-        },
+        # The same handlers a library user installs: every error in the one envelope.
+        exception_handlers=fastapi_errors.exception_handlers(),
     )
     reader = BodyReader(max_json_depth=settings.max_json_depth)
     app.include_router(accounts_router(db, reader), prefix=API_PREFIX)
@@ -242,79 +225,3 @@ async def _purge_api_logs(db: Database, retention: int, metrics: Metrics | None)
         metrics.api_log_purged.inc(purged)
     if purged:
         logger.info("purged old api log entries", count=purged)
-
-
-def _envelope(error: ApiError, request: Request) -> Response:
-    error = naming_request(error, request_id_of(request.scope))
-    return Response(
-        error.body(), status_code=error.status, headers=error.headers, media_type=JSON_MEDIA_TYPE
-    )
-
-
-async def _render_api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return _envelope(exc, request)
-
-
-async def _render_database_unavailable(request: Request, exc: Exception) -> Response:
-    # Rendered here rather than left to the pipeline: an exception leaving FastAPI
-    # would first be answered as a 500 by Starlette's ServerErrorMiddleware.
-    logger.warning("database unavailable", request_id=request_id_of(request.scope), error=str(exc))
-    note_dependency_error(request.scope, "database")
-    return _envelope(database_unavailable(), request)
-
-
-async def _render_validation_error(request: Request, exc: Exception) -> Response:
-    # Handlers parse their own input, so this only fires for a route that declares
-    # typed parameters; it must still speak the envelope, as a 400.
-    assert isinstance(exc, RequestValidationError)
-    errors = [
-        ErrorObject(400, "invalid_parameter", f"{_location(error)}: {error.get('msg', 'invalid')}")
-        for error in exc.errors()
-    ] or [ErrorObject(400, "invalid_parameter", "The request is invalid.")]
-    return _envelope(ApiError(400, errors[0].code, errors[0].details, errors=errors), request)
-
-
-def _location(error: Mapping[str, object]) -> str:
-    location = error.get("loc", ())
-    return ".".join(str(part) for part in location) if isinstance(location, tuple | list) else ""
-
-
-async def _render_http_exception(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    method, path = request.method, request.url.path[:_ECHO_LIMIT]
-    if exc.status_code == 404:
-        error = ApiError(404, "not_found", f"No route {method} {path}; see /openapi.json.")
-    elif exc.status_code == 405:
-        allowed = _allowed_methods(request)
-        error = ApiError(
-            405,
-            "method_not_allowed",
-            f"{method} is not allowed on {path}; allowed: {allowed}.",
-            headers={**(exc.headers or {}), "Allow": allowed},
-        )
-    else:
-        phrase = reason_phrase(exc.status_code)
-        code = phrase.lower().replace(" ", "_").replace("-", "_")
-        error = ApiError(exc.status_code, code, str(exc.detail), headers=exc.headers)
-    return _envelope(error, request)
-
-
-def _allowed_methods(request: Request) -> str:
-    # Starlette's Allow names only the first route that matched the path; with one
-    # route per method (GET and POST /accounts), ask every route about every method.
-    routes = request.app.router.routes
-    allowed = [
-        method
-        for method in _METHODS
-        if any(
-            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
-        )
-    ]
-    return ", ".join(allowed)
-
-
-async def _render_unexpected(request: Request, _exc: Exception) -> Response:
-    # Starlette re-raises after this: the envelope layer logs the exception under
-    # the Request-Id, and the idempotency layer records this same 500.
-    return _envelope(internal_error(request_id_of(request.scope)), request)
