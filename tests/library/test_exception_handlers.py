@@ -253,6 +253,8 @@ def litestar_app() -> litestar.Litestar:
     return litestar.Litestar(
         [litestar_create, litestar_read, litestar_boom],
         exception_handlers=litestar_errors.exception_handlers(),
+        # Litestar's default logging config would reconfigure this process's root logger.
+        logging_config=None,
     )
 
 

@@ -100,6 +100,28 @@ def test_aiosqlite_is_pinned_to_the_tested_release_line(metadata: Message) -> No
     assert Version(f"{installed.major + 1}.0.0") not in spec
 
 
+MOUNTED_APP_SERVES_A_REPLAY = """
+import asyncio, httpx
+from retrysafe.asgi import RetrySafe, single_tenant
+import retrysafe.idempotency.fingerprint, retrysafe.idempotency.recovery
+
+async def orders(scope, receive, send):
+    await receive()
+    await send({"type": "http.response.start", "status": 201, "headers": []})
+    await send({"type": "http.response.body", "body": b"created"})
+
+async def main():
+    app = RetrySafe(orders, store="memory://", tenant=single_tenant())
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        await http.post("/orders", headers={"Idempotency-Key": "k"})
+        replay = await http.post("/orders", headers={"Idempotency-Key": "k"})
+    assert replay.headers["idempotent-replayed"] == "true", replay.headers
+
+asyncio.run(main())
+"""
+"""A mounted app answering a replay: the library's whole request path, memory store."""
+
 IMPORTED_MODULES = (
     "import json, sys\nprint(json.dumps(sorted({name.split('.')[0] for name in sys.modules})))\n"
 )
@@ -123,12 +145,25 @@ def test_the_isolated_interpreter_really_lacks_what_the_extra_does_not_bring(
 
 
 def test_the_pipeline_runs_with_only_the_library_extra(metadata: Message, tmp_path: Path) -> None:
-    program = (
-        "import retrysafe.pipeline, retrysafe.stores.memory, retrysafe.idempotency.decisions\n"
-        "import retrysafe.idempotency.fingerprint, retrysafe.idempotency.recovery\n"
-    )
-    modules = _run_with_only(metadata, {"asgi"}, tmp_path, program)
+    modules = _run_with_only(metadata, {"asgi"}, tmp_path, MOUNTED_APP_SERVES_A_REPLAY)
     assert [name for name in NOT_IN_THE_LIBRARY if name in modules] == []
+
+
+def test_a_backend_without_its_extra_is_a_clear_error(metadata: Message, tmp_path: Path) -> None:
+    program = (
+        "from retrysafe.asgi import store_from_url\n"
+        "for url in ('redis://127.0.0.1:6379/0', 'sqlite:///idem.db'):\n"
+        "    try:\n"
+        "        store_from_url(url)\n"
+        "    except ValueError as exc:\n"
+        "        print(exc)\n"
+    )
+    site = site_with_only(tmp_path / "site", distributions_for(metadata, frozenset({"asgi"})))
+    result = run_isolated(site, program)
+    assert result.returncode == 0, result.stderr
+    redis_error, sqlite_error = result.stdout.strip().splitlines()
+    assert "needs the redis extra (pip install 'retrysafe[redis]')" in redis_error
+    assert "needs the sqlite extra (pip install 'retrysafe[sqlite]')" in sqlite_error
 
 
 def test_the_redis_store_runs_with_only_the_redis_extra(metadata: Message, tmp_path: Path) -> None:

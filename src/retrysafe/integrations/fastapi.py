@@ -35,7 +35,7 @@ def exception_handlers() -> dict[HandlerKey, ExceptionHandler]:
 
 def install(app: FastAPI, handlers: Mapping[HandlerKey, ExceptionHandler] | None = None) -> None:
     """Register the handlers on ``app``, replacing FastAPI's defaults for the same errors."""
-    starlette_handlers.install(app, handlers or exception_handlers())
+    starlette_handlers.install(app, exception_handlers() if handlers is None else handlers)
 
 
 async def render_validation_error(request: Request, exc: Exception) -> Response:

@@ -72,7 +72,7 @@ def exception_handlers() -> dict[Any, ExceptionHandler]:
 
 def install(app: Litestar, handlers: Mapping[Any, ExceptionHandler] | None = None) -> None:
     """Register the handlers on ``app``, before it serves its first request."""
-    app.exception_handlers.update(handlers or exception_handlers())
+    app.exception_handlers.update(exception_handlers() if handlers is None else handlers)
 
 
 def _scope(request: Request[Any, Any, Any]) -> Scope:

@@ -61,7 +61,7 @@ def exception_handlers() -> dict[HandlerKey, ExceptionHandler]:
 
 def install(app: Starlette, handlers: Mapping[HandlerKey, ExceptionHandler] | None = None) -> None:
     """Register the handlers on ``app`` (before it serves its first request)."""
-    for key, handler in (handlers or exception_handlers()).items():
+    for key, handler in (exception_handlers() if handlers is None else handlers).items():
         app.add_exception_handler(key, handler)
 
 

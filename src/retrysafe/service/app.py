@@ -25,7 +25,7 @@ from retrysafe.observability import Metrics, note_dependency_error
 from retrysafe.observability.api_log_writer import ApiLogWriter
 from retrysafe.observability.metrics import metrics_route
 from retrysafe.observability.retention import purge_api_logs
-from retrysafe.pipeline import METRICS_PATH, build_pipeline
+from retrysafe.pipeline import METRICS_PATH, PipelineConfig, build_pipeline
 from retrysafe.pipeline.authentication import DEFAULT_PUBLIC_PATHS
 from retrysafe.pipeline.rate_limit import RateLimiter
 from retrysafe.provider.client import ProviderClient, provider_client
@@ -43,7 +43,7 @@ from retrysafe.service.verifications import verifications_router
 from retrysafe.settings import Settings
 from retrysafe.stores.sql import SqlIdempotencyStore
 
-__all__ = ["create_api", "create_app"]
+__all__ = ["create_api", "create_app", "pipeline_config"]
 
 logger = structlog.get_logger("retrysafe.service")
 
@@ -91,7 +91,7 @@ def create_app(settings: Settings, *, provider: ProviderClient | None = None) ->
         each.on_storage_error = lambda: metrics.dependency_error("redis")
     return build_pipeline(
         api,
-        settings=settings,
+        config=pipeline_config(settings),
         authenticator=DatabaseAuthenticator(db),
         idempotency_store=store,
         rate_limiter=limiter,
@@ -101,6 +101,20 @@ def create_app(settings: Settings, *, provider: ProviderClient | None = None) ->
         api_log_paths=is_logged_path,
         public_paths=DEFAULT_PUBLIC_PATHS | DASHBOARD_PATHS,
         route_table=RouteScopes(api.routes),
+    )
+
+
+def pipeline_config(settings: Settings) -> PipelineConfig:
+    """The pipeline's limits out of the server's settings (the pipeline never sees them)."""
+    return PipelineConfig(
+        idempotency_ttl=settings.idempotency_ttl,
+        max_body=settings.max_body,
+        max_upload=settings.max_upload,
+        request_timeout=settings.request_timeout,
+        max_in_flight=settings.max_in_flight,
+        max_header_bytes=settings.max_header_bytes,
+        max_query_bytes=settings.max_query_bytes,
+        api_log_body_limit=settings.api_log_body_limit if settings.api_log_bodies else 0,
     )
 
 
