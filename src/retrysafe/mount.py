@@ -15,8 +15,8 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeAlias, cast
 
 import structlog
 
@@ -29,10 +29,13 @@ from retrysafe.pipeline.rate_limit import RateLimiter
 from retrysafe.pipeline.tenancy import TenantResolver, by_credential
 from retrysafe.stores.url import UrlStore, store_from_url
 
-__all__ = ["DEFAULT_PURGE_INTERVAL", "RetrySafe"]
+__all__ = ["DEFAULT_PURGE_INTERVAL", "AnyASGIApp", "RetrySafe", "install_exception_handlers"]
 
 DEFAULT_PURGE_INTERVAL = 600.0
 """Seconds between purges of expired records while the app runs."""
+
+AnyASGIApp: TypeAlias = ASGIApp | Callable[..., Awaitable[None]]
+"""An ASGI app as any framework types it (Litestar's scope is a TypedDict, say)."""
 
 _UNSET: Any = object()
 
@@ -61,7 +64,7 @@ class RetrySafe:
 
     def __init__(
         self,
-        app: ASGIApp,
+        app: AnyASGIApp,
         *,
         store: str | IdempotencyStore,
         tenant: TenantResolver | None = _UNSET,
@@ -89,7 +92,7 @@ class RetrySafe:
             raise ValueError("idempotency_ttl and purge_interval must be positive.")
         if rate_limit_storage is not None and rate_limit is None:
             raise ValueError("rate_limit_storage is given but rate_limit is not: give both.")
-        self.app = app
+        self.app = cast(ASGIApp, app)
         self.store: IdempotencyStore = (
             store_from_url(store, lease_seconds=lease_seconds(request_timeout))
             if isinstance(store, str)
@@ -112,7 +115,7 @@ class RetrySafe:
         if install_error_handlers:
             install_exception_handlers(app)
         self.pipeline = build_pipeline(
-            app,
+            self.app,
             config=self.config,
             idempotency_store=self.store,
             tenant=tenant,
