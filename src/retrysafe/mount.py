@@ -25,6 +25,7 @@ from retrysafe.idempotency.recovery import lease_seconds
 from retrysafe.idempotency.store import IdempotencyStore
 from retrysafe.observability.metrics import Metrics
 from retrysafe.pipeline import MIB, PipelineConfig, build_pipeline
+from retrysafe.pipeline.idempotency import DEFAULT_MAX_RECORDED_RESPONSE
 from retrysafe.pipeline.rate_limit import RateLimiter
 from retrysafe.pipeline.tenancy import TenantResolver, by_credential
 from retrysafe.stores.url import UrlStore, store_from_url
@@ -54,7 +55,8 @@ class RetrySafe:
     presented credential or client address; ``rate_limit_storage="redis://…"``
     shares it between processes). The limits default to the reference server's:
     1 MiB bodies, 50 MiB multipart uploads, 512 requests in flight, a 30 s
-    deadline, records kept 24 h.
+    deadline, records kept 24 h, responses to keyed requests up to 10 MiB (a larger
+    one is not sent: a 500 saying so is recorded and replayed instead).
 
     The app's own errors are turned into the envelope too: the exception
     handlers of :mod:`retrysafe.integrations` are installed on a FastAPI,
@@ -75,6 +77,7 @@ class RetrySafe:
         max_in_flight: int = 512,
         request_timeout: float = 30.0,
         idempotency_ttl: float = 24 * 60 * 60,
+        max_recorded_response: int = DEFAULT_MAX_RECORDED_RESPONSE,
         purge_interval: float = DEFAULT_PURGE_INTERVAL,
         install_error_handlers: bool = True,
         metrics: Metrics | None = None,
@@ -109,6 +112,7 @@ class RetrySafe:
             max_upload=max_upload,
             request_timeout=request_timeout,
             max_in_flight=max_in_flight,
+            max_recorded_response=max_recorded_response,
         )
         self.purge_interval = purge_interval
         self._clock = clock or time.time

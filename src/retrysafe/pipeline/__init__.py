@@ -19,7 +19,7 @@ from retrysafe.pipeline.authorization import AuthorizationLayer, RouteTable
 from retrysafe.pipeline.body_limits import BodyLimitLayer
 from retrysafe.pipeline.deadline import DeadlineLayer
 from retrysafe.pipeline.envelope_layer import ErrorEnvelopeLayer
-from retrysafe.pipeline.idempotency import IdempotencyLayer
+from retrysafe.pipeline.idempotency import DEFAULT_MAX_RECORDED_RESPONSE, IdempotencyLayer
 from retrysafe.pipeline.observation import ObservationLayer
 from retrysafe.pipeline.rate_limit import RateLimiter, RateLimitLayer
 from retrysafe.pipeline.request_limits import RequestLimitLayer
@@ -68,6 +68,9 @@ class PipelineConfig:
     api_log_body_limit: int = 0
     """Bytes of each body an API-log entry keeps; 0 keeps none."""
 
+    max_recorded_response: int = DEFAULT_MAX_RECORDED_RESPONSE
+    """Largest response body a keyed request may answer; past it a 500 is recorded instead."""
+
 
 def _no_api_log(_path: str) -> bool:
     return False
@@ -115,7 +118,13 @@ def build_pipeline(
         )
     handler_routes = getattr(app, "routes", ())
     app = DeadlineLayer(app, timeout=config.request_timeout)  # 7. handler (504 past deadline)
-    app = IdempotencyLayer(app, store=idempotency_store, ttl=config.idempotency_ttl, clock=clock)
+    app = IdempotencyLayer(
+        app,
+        store=idempotency_store,
+        ttl=config.idempotency_ttl,
+        clock=clock,
+        max_recorded_response=config.max_recorded_response,
+    )  # 6. replay, 409 in flight, 422 mismatch
     if route_table is not None:
         app = AuthorizationLayer(app, routes=route_table)  # 5b. 404/405, 403 scope
     if authenticator is not None:
