@@ -104,6 +104,8 @@ MOUNTED_APP_SERVES_A_REPLAY = """
 import asyncio, httpx
 from retrysafe.asgi import RetrySafe, single_tenant
 import retrysafe.idempotency.fingerprint, retrysafe.idempotency.recovery
+import retrysafe.idempotency.keys, retrysafe.idempotency.records, retrysafe.idempotency.store
+import retrysafe.stores.memory, retrysafe.stores.url, retrysafe.envelope
 
 async def orders(scope, receive, send):
     await receive()
