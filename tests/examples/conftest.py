@@ -30,7 +30,7 @@ EXAMPLES_AND_STORES = [
     for store in ("memory", "redis")
 ]
 """Every example on every store that cannot join the app's transaction."""
-REQUEST_TIMEOUT = 4.0
+REQUEST_TIMEOUT = 2.0
 """The examples' deadline in these tests: a claim's lease is this + 5 s."""
 
 
@@ -150,10 +150,3 @@ def example(
 ) -> Iterator[Example]:
     module, store = request.param
     yield from started(module, store, tmp_path_factory.mktemp(f"{module}-{store}"))
-
-
-@pytest.fixture(params=EXAMPLES_AND_STORES)
-def fresh_example(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Example]:
-    """An example server of its own, for a scenario that kills it."""
-    module, store = request.param
-    yield from started(module, store, tmp_path)
