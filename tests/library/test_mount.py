@@ -122,10 +122,16 @@ async def test_a_store_object_is_used_as_given() -> None:
     assert await store.purge_expired(1e12) == 1
 
 
-async def lifespan(app: ASGIApp) -> list[Message]:
-    """Drive the ASGI lifespan protocol as a server does; return what the app sent."""
+@asynccontextmanager
+async def running(app: ASGIApp) -> AsyncIterator[list[Message]]:
+    """The app between its lifespan start-up and shutdown, as a server runs it.
+
+    Yields what the app has sent the server (the start-up's answer first); a
+    start-up that failed ends the context at once, since a server would exit.
+    """
     inbox: asyncio.Queue[Message] = asyncio.Queue()
     sent: list[Message] = []
+    answered = asyncio.Event()
     await inbox.put({"type": "lifespan.startup"})
 
     async def receive() -> Message:
@@ -133,11 +139,37 @@ async def lifespan(app: ASGIApp) -> list[Message]:
 
     async def send(message: Message) -> None:
         sent.append(message)
-        if message["type"] == "lifespan.startup.complete":
-            await inbox.put({"type": "lifespan.shutdown"})
+        if message["type"].startswith("lifespan.startup."):
+            answered.set()
 
-    scope: Scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-    await asyncio.wait_for(app(scope, receive, send), timeout=10)
+    async def serve() -> None:
+        scope: Scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+        try:
+            await app(scope, receive, send)
+        except Exception:
+            # Starlette re-raises a failed start-up after reporting it, as servers expect.
+            if not any(m["type"] == "lifespan.startup.failed" for m in sent):
+                raise
+        finally:
+            answered.set()
+
+    task = asyncio.create_task(serve())
+    await asyncio.wait_for(answered.wait(), timeout=10)
+    if sent and sent[0]["type"] == "lifespan.startup.complete":
+        try:
+            yield sent
+        finally:
+            await inbox.put({"type": "lifespan.shutdown"})
+            await asyncio.wait_for(task, timeout=10)
+    else:
+        await asyncio.wait_for(task, timeout=10)
+        yield sent
+
+
+async def lifespan(app: ASGIApp) -> list[Message]:
+    """Start the app and shut it down again; return what it sent the server."""
+    async with running(app) as sent:
+        pass
     return sent
 
 

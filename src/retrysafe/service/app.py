@@ -42,6 +42,7 @@ from retrysafe.service.serialization import API_PREFIX, JSON_MEDIA_TYPE
 from retrysafe.service.verifications import verifications_router
 from retrysafe.settings import Settings
 from retrysafe.stores.sql import SqlIdempotencyStore
+from retrysafe.stores.url import UrlStore, store_from_url
 
 __all__ = ["create_api", "create_app", "pipeline_config"]
 
@@ -58,14 +59,30 @@ def _version() -> str:
         return "0.0.0"
 
 
-def create_app(settings: Settings, *, provider: ProviderClient | None = None) -> ASGIApp:
+def create_app(
+    settings: Settings,
+    *,
+    provider: ProviderClient | None = None,
+    idempotency_store: str | None = None,
+) -> ASGIApp:
     """The whole server: the handlers inside the SPEC §2 pipeline, on one database.
 
     ``provider`` replaces the upstream provider client ``settings`` describe.
+    ``idempotency_store`` is a store URL (:func:`~retrysafe.stores.url.store_from_url`)
+    for the records; by default they live in the service's database, in the same
+    transaction as the handlers' writes. Any other store records them apart from
+    those writes (the README's "What the memory and Redis stores guarantee").
     """
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
     # Checkpointed records are held past the request deadline: see lease_seconds.
-    store = SqlIdempotencyStore(db, lease_seconds=lease_seconds(settings.request_timeout))
+    lease = lease_seconds(settings.request_timeout)
+    store: IdempotencyStore = (
+        SqlIdempotencyStore(db, lease_seconds=lease)
+        if idempotency_store is None
+        else store_from_url(
+            idempotency_store, lease_seconds=lease, sql_pool_size=settings.db_pool_size
+        )
+    )
     metrics = Metrics()
     api_log = (
         ApiLogWriter(
@@ -138,6 +155,8 @@ def create_api(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if isinstance(idempotency_store, UrlStore):
+            await idempotency_store.start()  # unreachable: the start-up fails, naming it
         purger = None
         if idempotency_store is not None:
             purger = asyncio.create_task(
@@ -155,6 +174,8 @@ def create_api(
             if api_log is not None:
                 await api_log.stop()
             await upstream.aclose()
+            if isinstance(idempotency_store, UrlStore):
+                await idempotency_store.aclose()
             await db.dispose()
 
     app = FastAPI(
