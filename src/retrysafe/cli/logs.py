@@ -16,7 +16,9 @@ from rich.console import Console
 from rich.text import Text
 from sqlalchemy import Select, select
 
-from retrysafe.config import env_name
+from retrysafe.cli.database import run_with_database
+from retrysafe.cli.errors import BadInput, CliError
+from retrysafe.cli.options import DatabaseOption
 from retrysafe.database import Database
 from retrysafe.database.schema import api_logs, organizations
 from retrysafe.ids import lowest_id
@@ -93,20 +95,9 @@ def tail(
     output: Annotated[
         Output, typer.Option("--output", help="text for people, json (one object a line).")
     ] = Output.TEXT,
-    database: Annotated[
-        str,
-        typer.Option(
-            "--database",
-            envvar=env_name("database"),
-            metavar="URL",
-            help="sqlite:///path or postgresql://user:password@host/db.",
-        ),
-    ] = DEFAULT_DATABASE_URL,
+    database: DatabaseOption = DEFAULT_DATABASE_URL,
 ) -> None:
     """Print the newest API-log entries, then follow new ones until interrupted."""
-    # Imported here: retrysafe.cli registers this command, so it is loaded by now.
-    from retrysafe.cli import BadInput, CliError, _run_with_database
-
     if status is not None and not _valid_status(status):
         raise BadInput("--status must be a status such as 404 or a class such as 4xx")
     printer = _printer(output)
@@ -119,7 +110,7 @@ def tail(
         await _tail(db, filters, lines=lines, follow=follow, interval=interval, emit=printer)
 
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a follow ends
-        _run_with_database(database, run)
+        run_with_database(database, run)
 
 
 class _Filters:

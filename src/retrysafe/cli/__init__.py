@@ -1,0 +1,53 @@
+"""The ``retrysafe`` command line: serve the API and administer organizations, keys and records.
+
+One module per command group, each importing only the shared helpers below it
+(``errors``, ``options``, ``database``, ``progress``, ``names``); this module puts
+them together under one ``retrysafe`` command and is imported by nothing else.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from retrysafe.cli.errors import BadInput, CliError
+from retrysafe.cli.keys import keys_app
+from retrysafe.cli.logs import logs_app
+from retrysafe.cli.maintenance import migrate, purge_expired
+from retrysafe.cli.orgs import orgs_app
+from retrysafe.cli.provider import provider
+from retrysafe.cli.serve import serve
+
+__all__ = ["BadInput", "CliError", "app", "main"]
+
+app = typer.Typer(
+    name="retrysafe",
+    help="retrysafe: an HTTP API that is safe to retry, and the tools to run it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    # Plain click help: readable in narrow terminals and in logs, and greppable.
+    rich_markup_mode=None,
+)
+app.command()(serve)
+app.command()(provider)
+app.add_typer(keys_app, name="keys")
+app.add_typer(orgs_app, name="orgs")
+app.command("purge-expired")(purge_expired)
+app.command()(migrate)
+app.add_typer(logs_app, name="logs")
+
+
+def main() -> None:
+    """Run the command line; our own errors print one line on stderr, never a traceback.
+
+    Flag parsing errors (unknown option, not a number) keep click's usual usage
+    message and exit status 2.
+    """
+    command = typer.main.get_command(app)
+    try:
+        command.main(prog_name="retrysafe")
+    except CliError as exc:
+        typer.echo(f"retrysafe: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
