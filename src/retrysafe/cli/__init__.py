@@ -11,13 +11,8 @@ import sys
 
 import typer
 
+from retrysafe.cli import keys, logs, maintenance, orgs, provider, serve
 from retrysafe.cli.errors import BadInput, CliError
-from retrysafe.cli.keys import keys_app
-from retrysafe.cli.logs import logs_app
-from retrysafe.cli.maintenance import migrate, purge_expired
-from retrysafe.cli.orgs import orgs_app
-from retrysafe.cli.provider import provider
-from retrysafe.cli.serve import serve
 
 __all__ = ["BadInput", "CliError", "app", "main"]
 
@@ -30,13 +25,13 @@ app = typer.Typer(
     # Plain click help: readable in narrow terminals and in logs, and greppable.
     rich_markup_mode=None,
 )
-app.command()(serve)
-app.command()(provider)
-app.add_typer(keys_app, name="keys")
-app.add_typer(orgs_app, name="orgs")
-app.command("purge-expired")(purge_expired)
-app.command()(migrate)
-app.add_typer(logs_app, name="logs")
+app.command()(serve.serve)
+app.command()(provider.provider)
+app.add_typer(keys.keys_app, name="keys")
+app.add_typer(orgs.orgs_app, name="orgs")
+app.command("purge-expired")(maintenance.purge_expired)
+app.command()(maintenance.migrate)
+app.add_typer(logs.logs_app, name="logs")
 
 
 def main() -> None:

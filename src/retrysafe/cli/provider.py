@@ -11,28 +11,28 @@ from retrysafe.config import env_name
 __all__ = ["provider"]
 
 
-def _provideroption(flag: str, help: str, **kwargs: Any) -> Any:
+def _provider_option(flag: str, help: str, **kwargs: Any) -> Any:
     # RETRYSAFE_PROVIDER_*: a shell that configures `serve` (RETRYSAFE_PORT…) must not
     # move the provider onto the same port.
     return typer.Option(f"--{flag}", envvar=env_name(f"provider-{flag}"), help=help, **kwargs)
 
 
 def provider(
-    host: Annotated[str, _provideroption("host", "Address to listen on.", metavar="HOST")] = (
+    host: Annotated[str, _provider_option("host", "Address to listen on.", metavar="HOST")] = (
         "127.0.0.1"
     ),
     port: Annotated[
-        int, _provideroption("port", "Port to listen on.", metavar="PORT", min=0, max=65535)
+        int, _provider_option("port", "Port to listen on.", metavar="PORT", min=0, max=65535)
     ] = 8001,
     delay: Annotated[
         float,
-        _provideroption(
+        _provider_option(
             "delay", "Seconds each check takes before its answer.", metavar="SECONDS", min=0.0
         ),
     ] = 0.0,
     fail_rate: Annotated[
         float,
-        _provideroption(
+        _provider_option(
             "fail-rate",
             "Share of requests answered with a failure (500 or a non-JSON body).",
             metavar="0..1",
