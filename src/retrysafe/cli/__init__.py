@@ -8,6 +8,8 @@ them together under one ``retrysafe`` command and is imported by nothing else.
 from __future__ import annotations
 
 import sys
+from importlib.metadata import version
+from typing import Annotated
 
 import typer
 
@@ -24,7 +26,32 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     # Plain click help: readable in narrow terminals and in logs, and greppable.
     rich_markup_mode=None,
+    # -h as well as --help, on every command (click hands it down to subcommands).
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"retrysafe {version('retrysafe')}")
+        raise typer.Exit
+
+
+@app.callback()
+def retrysafe(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the installed version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """retrysafe: an HTTP API that is safe to retry, and the tools to run it."""
+
+
 app.command()(serve.serve)
 app.command()(provider.provider)
 app.add_typer(keys.keys_app, name="keys")

@@ -1,15 +1,17 @@
-"""``retrysafe keys``: create and revoke API keys."""
+"""``retrysafe keys``: create, list and revoke API keys."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated
 
 import typer
 
-from retrysafe.cli.database import run_with_database
+from retrysafe.cli.database import run_with_database, shown_database
 from retrysafe.cli.errors import BadInput, CliError
 from retrysafe.cli.names import organization_name
 from retrysafe.cli.options import DatabaseOption
+from retrysafe.cli.output import Output, OutputOption, print_rows
 from retrysafe.database import Database
 from retrysafe.service import admin
 from retrysafe.service.api_keys import ALL_SCOPES
@@ -17,7 +19,7 @@ from retrysafe.settings import DEFAULT_DATABASE_URL
 
 __all__ = ["keys_app"]
 
-keys_app = typer.Typer(help="Create and revoke API keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 
 
 @keys_app.command("create")
@@ -62,8 +64,27 @@ def keys_revoke(
         return await admin.revoke_api_key(db, key_id)
 
     if not run_with_database(database, revoke):
-        raise CliError(f"no API key with id {key_id!r}")
+        raise CliError(f"no API key with id {key_id!r} in {shown_database(database)}")
     typer.echo(f"Revoked API key {key_id}")
+
+
+@keys_app.command("list")
+def keys_list(
+    org: Annotated[
+        str | None, typer.Option("--org", metavar="NAME", help="Only this organization's keys.")
+    ] = None,
+    output: OutputOption = Output.TEXT,
+    database: DatabaseOption = DEFAULT_DATABASE_URL,
+) -> None:
+    """List API keys, oldest first: id, organization, scopes, created, revoked; never secrets."""
+
+    async def listing(db: Database) -> list[admin.ApiKeyListing]:
+        return await admin.list_api_keys(db, org)
+
+    keys = run_with_database(database, listing)
+    # The scopes last: the one wide column, so the others stay aligned on a narrow terminal.
+    columns = ("id", "organization", "organization_id", "created_at", "revoked_at", "scopes")
+    print_rows([asdict(key) for key in keys], columns, output)
 
 
 def _parse_scopes(text: str | None) -> tuple[str, ...]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import json
 import time
 from collections import deque
@@ -19,6 +18,7 @@ from sqlalchemy import Select, select
 from retrysafe.cli.database import run_with_database
 from retrysafe.cli.errors import BadInput, CliError
 from retrysafe.cli.options import DatabaseOption
+from retrysafe.cli.output import Output, OutputOption
 from retrysafe.database import Database
 from retrysafe.database.schema import api_logs, organizations
 from retrysafe.ids import lowest_id
@@ -65,11 +65,6 @@ _OUTCOME_STYLES = {
 logs_app = typer.Typer(help="Read the API log.", no_args_is_help=True)
 
 
-class Output(enum.StrEnum):
-    TEXT = "text"
-    JSON = "json"
-
-
 @logs_app.command("tail")
 def tail(
     org: Annotated[
@@ -92,9 +87,7 @@ def tail(
     interval: Annotated[
         float, typer.Option("--interval", min=0.05, metavar="SECONDS", help="Seconds per poll.")
     ] = 1.0,
-    output: Annotated[
-        Output, typer.Option("--output", help="text for people, json (one object a line).")
-    ] = Output.TEXT,
+    output: OutputOption = Output.TEXT,
     database: DatabaseOption = DEFAULT_DATABASE_URL,
 ) -> None:
     """Print the newest API-log entries, then follow new ones until interrupted."""

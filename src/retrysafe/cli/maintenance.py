@@ -8,10 +8,9 @@ from dataclasses import dataclass
 import typer
 from sqlalchemy import func, select
 
-from retrysafe.cli.database import nothing, run_with_database
+from retrysafe.cli.database import nothing, run_with_database, shown_database
 from retrysafe.cli.options import ApiLogRetentionOption, DatabaseOption
 from retrysafe.cli.progress import Bars, bars
-from retrysafe.config import display_url
 from retrysafe.database import Database
 from retrysafe.database.migrate import MigrationProgress
 from retrysafe.database.schema import idempotency_records
@@ -115,7 +114,7 @@ def migrate(database: DatabaseOption = DEFAULT_DATABASE_URL) -> None:
     """Create the database if needed and bring it to the newest schema."""
     with bars() as progress:
         run_with_database(database, nothing, progress=migration_progress(progress))
-    typer.echo(f"Database {display_url(database)} is at the newest schema")
+    typer.echo(f"Database {shown_database(database)} is at the newest schema")
 
 
 def _s(count: int) -> str:

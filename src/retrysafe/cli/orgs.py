@@ -1,7 +1,8 @@
-"""``retrysafe orgs``: manage organizations."""
+"""``retrysafe orgs``: create and list organizations."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated
 
 import typer
@@ -9,13 +10,14 @@ import typer
 from retrysafe.cli.database import run_with_database
 from retrysafe.cli.names import organization_name
 from retrysafe.cli.options import DatabaseOption
+from retrysafe.cli.output import Output, OutputOption, print_rows
 from retrysafe.database import Database
 from retrysafe.service import admin
 from retrysafe.settings import DEFAULT_DATABASE_URL
 
 __all__ = ["orgs_app"]
 
-orgs_app = typer.Typer(help="Manage organizations.", no_args_is_help=True)
+orgs_app = typer.Typer(help="Create and list organizations.", no_args_is_help=True)
 
 
 @orgs_app.command("create")
@@ -48,3 +50,17 @@ def orgs_create(
         typer.echo(
             f"Organization {name} ({org_id}) already exists; inquiry quota set to {inquiry_quota}"
         )
+
+
+@orgs_app.command("list")
+def orgs_list(
+    output: OutputOption = Output.TEXT, database: DatabaseOption = DEFAULT_DATABASE_URL
+) -> None:
+    """List organizations by name: id, inquiry quota (- for none) and inquiries used."""
+
+    async def listing(db: Database) -> list[admin.OrganizationListing]:
+        return await admin.list_organizations(db)
+
+    organizations = run_with_database(database, listing)
+    columns = ("name", "id", "inquiry_quota", "inquiries_used", "created_at")
+    print_rows([asdict(organization) for organization in organizations], columns, output)

@@ -8,10 +8,10 @@ from typing import Any
 import typer
 
 from retrysafe import config, log_config
-from retrysafe.cli.database import nothing, run_with_database
+from retrysafe.cli.database import database_source, nothing, run_with_database, shown_database
 from retrysafe.cli.errors import BadInput, CliError
 from retrysafe.cli.options import takes_settings_flags
-from retrysafe.config import ConfigError, display_url
+from retrysafe.config import ConfigError
 from retrysafe.settings import Settings
 
 __all__ = ["serve"]
@@ -25,7 +25,7 @@ def serve(**values: Any) -> None:
     except ConfigError as exc:
         raise BadInput(str(exc)) from None
     # Migrate once here rather than in every worker, so N processes never race Alembic.
-    run_with_database(settings.database_url, nothing)
+    run_with_database(settings.database_url, nothing, announce=False)
     run_server(settings)
 
 
@@ -51,8 +51,8 @@ def run_server(settings: Settings) -> None:
     plural = "es" if workers > 1 else ""
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 needs brackets
     typer.echo(
-        f"retrysafe: serving http://{authority} from {display_url(settings.database_url)} "
-        f"with {workers} process{plural}",
+        f"retrysafe: serving http://{authority} from {shown_database(settings.database_url)}"
+        f"{database_source(settings.database_url)} with {workers} process{plural}",
         err=True,
     )
     log_config.configure_structlog(settings.log_level, settings.log_format)
