@@ -190,7 +190,7 @@ def test_flag_parse_error_in_a_real_process_has_no_traceback(tmp_path: Path) -> 
 def test_serve_with_unreachable_database_fails_cleanly(tmp_path: Path) -> None:
     """serve migrates first; a database it cannot reach is one line and exit 1."""
     url = "postgresql://retrysafe:hunter2@127.0.0.1:1/retrysafe"
-    result = run_cli("serve", "--database", url, cwd=tmp_path, timeout=30)
+    result = run_cli("serve", "--port", "0", "--database", url, cwd=tmp_path, timeout=30)
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("retrysafe: error: cannot use the database")

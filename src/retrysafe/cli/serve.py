@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
+import tempfile
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -24,17 +28,39 @@ def serve(**values: Any) -> None:
         settings = config.settings_from_values(values)
     except ConfigError as exc:
         raise BadInput(str(exc)) from None
-    # Migrate once here rather than in every worker, so N processes never race Alembic.
-    run_with_database(settings.database_url, nothing, announce=False)
     run_server(settings)
 
 
 def run_server(settings: Settings) -> None:
-    """Serve ``settings``'s app until uvicorn stops: in this process, or in N workers."""
+    """Serve ``settings``'s app until uvicorn stops: in this process, or in N workers.
+
+    Everything that can refuse to start (the address, the document directory, the
+    database) is checked before the banner, so a port in use is one ``retrysafe:
+    error:`` line and exit 1 instead of "Application startup complete" and a log
+    line; the address comes before the database, so a failed start creates none.
+    """
     # Imported late: the web stack is heavy and the admin commands never need it.
     import uvicorn
 
-    host, port, workers = settings.host, settings.port, settings.workers
+    from retrysafe.service.workers import ListenError, reserve_port
+
+    host, workers = settings.host, settings.workers
+    try:
+        sock = (
+            listening_socket(host, settings.port)
+            if workers == 1
+            else reserve_port(host, settings.port)
+        )
+    except ListenError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        check_document_dir(settings.document_dir)
+        # Migrate once here rather than in every worker, so N processes never race Alembic.
+        run_with_database(settings.database_url, nothing, announce=False)
+    except BaseException:
+        sock.close()
+        raise
+    port = sock.getsockname()[1]  # --port 0 is a port the system chose
     common: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -62,20 +88,60 @@ def run_server(settings: Settings) -> None:
 
         application = create_app(settings)
         freeze_startup_heap()
-        uvicorn.run(application, **common)
+        server = uvicorn.Server(uvicorn.Config(application, **common))
+        with sock:
+            server.run(sockets=[sock])
+        if not server.started:
+            # uvicorn logged why (the app's start-up raised); uvicorn.run would exit 3.
+            raise CliError("the server stopped before it started serving; its log says why")
         return
     # Worker processes are started from an import string and cannot be handed a
     # Settings object, so they rebuild it from the same RETRYSAFE_* variables.
-    os.environ.update(config.settings_to_env(settings))
+    os.environ.update(config.settings_to_env(replace(settings, port=port)))
     # Each worker accepts on its own SO_REUSEPORT socket, so connections are shared evenly.
     from retrysafe.observability.metrics import multiprocess_directory
-    from retrysafe.service.workers import ListenError, run_workers
+    from retrysafe.service.workers import run_workers
 
     # Workers share their metrics through files here, so /metrics reports them all.
     with multiprocess_directory():
-        try:
-            run_workers(
-                "retrysafe.service.asgi_entry:create_app_from_env", workers=workers, **common
-            )
-        except ListenError as exc:
-            raise CliError(str(exc)) from None
+        run_workers(
+            "retrysafe.service.asgi_entry:create_app_from_env",
+            workers=workers,
+            reservation=sock,
+            **common,
+        )
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port`` for the single-process server, or ListenError.
+
+    Listening at once claims the port before the app starts; connections that
+    arrive meanwhile wait in the backlog and are served once it has.
+    """
+    from retrysafe.service.workers import ListenError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # As uvicorn binds: a restart may reuse the port while old connections linger.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def check_document_dir(directory: Path) -> None:
+    """Create ``--document-dir`` and prove a file can be written there, before serving.
+
+    Otherwise an unwritable directory would surface as a 500 at the first upload.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".retrysafe-check-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise CliError(f"cannot write to --document-dir {directory}: {reason}") from None
