@@ -182,7 +182,14 @@ def quiet_structlog() -> None:
     ``retrysafe.*`` they are captured per test instead (warnings and errors show in
     a failure report), and the rest is dropped quietly: the NullHandler keeps
     logging's last-resort handler from printing them between tests.
+
+    The ``retrysafe`` logger is reset too: ``serve`` run in-process builds a
+    ``uvicorn.Config``, whose logging config gives it a stdout handler of its own.
     """
+    retrysafe_logger = logging.getLogger("retrysafe")
+    retrysafe_logger.handlers[:] = [logging.NullHandler()]
+    retrysafe_logger.propagate = True
+    retrysafe_logger.setLevel(logging.NOTSET)
     structlog.reset_defaults()
     structlog.configure(
         processors=[
@@ -195,7 +202,7 @@ def quiet_structlog() -> None:
     )
 
 
-logging.getLogger("retrysafe").addHandler(logging.NullHandler())
+quiet_structlog()  # for what runs before the first test's fixtures, such as collection
 
 
 @pytest.fixture(autouse=True)
