@@ -846,7 +846,7 @@ async def test_a_trickling_upload_is_cut_at_the_deadline(
             "sk", base_url="http://api.test", http_client=httpx.AsyncClient(transport=link)
         )
     client._clock = clock.now
-    with pytest.raises(APITimeoutError, match="while sending the request body") as caught:
+    with pytest.raises(APITimeoutError, match="while sending the request") as caught:
         await resolve(client.documents.upload("inq_1", path, deadline=3.5))
     assert link.chunks_taken == 4  # 3 chunks in time, the 4th found the deadline passed
     assert (caught.value.may_have_executed, caught.value.recorded) == (False, False)

@@ -652,7 +652,7 @@ class CallRun(Generic[T]):
     def failed(self, exc: BaseException) -> Step[T]:
         """An attempt ended without a usable answer: retry, or raise the call's error."""
         if isinstance(exc, DeadlinePassed):
-            phase = "sending the request body" if exc.sending else "receiving the answer"
+            phase = "sending the request" if exc.sending else "receiving the answer"
             self._raise_deadline(phase, sent=not exc.sending, cause=exc)
         if isinstance(exc, DamagedDownloadError):
             outcome: Outcome = NetworkFailure(FailureKind.DAMAGED, str(exc))
