@@ -102,6 +102,9 @@ def one_at_a_time(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServ
 
 def wait_until_shedding(server: LiveServer, seconds: float = 10.0) -> None:
     """Until the server answers 503: the slow request holds its only slot."""
+    # Give the slow request the slot first: a probe arriving before it would take the
+    # slot and have *it* shed instead.
+    time.sleep(0.3)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         answer = httpx.get(
@@ -138,9 +141,6 @@ async def test_a_shed_503_is_waited_out_under_the_same_key(
         )
         slow.start()
         try:
-            # Give the slow request the slot first: a probe arriving before it would take
-            # the slot and have *it* shed instead.
-            time.sleep(0.3)
             wait_until_shedding(server)
             client = connect(relay.url, server.api_key)
             account = await resolve(client.accounts.create(name_first=marker))
