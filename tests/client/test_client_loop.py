@@ -569,6 +569,24 @@ async def test_new_key_retry_resolves_the_duplicate_by_reference_id(
     assert found.last_response.attempts == 3
 
 
+async def test_no_time_left_to_fetch_the_duplicate_is_a_deadline_error(
+    make: Callable[..., AnyClient], clock: FakeClock
+) -> None:
+    def slow_duplicate(request: httpx.Request) -> httpx.Response:
+        clock.time += 10.0  # the answer took the rest of the deadline
+        return error(409, "duplicate_resource")
+
+    script = Script(error(502, "bad_gateway"), slow_duplicate)
+    client = make(script, retry_server_errors=True, deadline=5.0)
+    with pytest.raises(
+        APITimeoutError, match="before the existing object could be fetched"
+    ) as caught:
+        await resolve(client.accounts.create(reference_id="user-9"))
+    assert caught.value.may_have_executed  # the first attempt's 502 left it open
+    assert len(caught.value.idempotency_keys) == 2
+    assert len(script.requests) == 2
+
+
 async def test_a_duplicate_this_call_did_not_cause_is_raised(
     make: Callable[..., AnyClient],
 ) -> None:

@@ -746,13 +746,16 @@ class CallRun(Generic[T]):
     def follow(self, call: Call[T]) -> CallRun[T]:
         """``call`` run as the rest of this one: same history, what is left of the deadline."""
         self.close()
+        remaining = self.policy.remaining(self.state, now=self._clock())
+        if remaining is not None and remaining <= 0:
+            self._raise_deadline("before the existing object could be fetched", sent=False)
         return CallRun(
             self._options,
             call,
             policy_factory=self._policy_factory,
             clock=self._clock,
             history=self.history,
-            deadline=self.policy.remaining(self.state, now=self._clock()),
+            deadline=remaining,
         )
 
     def close(self) -> None:
