@@ -16,6 +16,8 @@ from tests.support.throwaway import free_port
 from retrysafe.database import Database
 from retrysafe.service import admin
 from retrysafe.service.app import create_app
+from retrysafe.settings import STORE_SCHEMES
+from retrysafe.stores.url import SCHEMES
 
 from .test_mount import lifespan, running
 
@@ -33,8 +35,13 @@ async def test_the_service_keeps_its_records_in_redis_when_told(tmp_path: Path) 
     _, secret = with_database(database_url, new_key)
     with sqlite3.connect(tmp_path / "service.db") as conn:
         [(org_id,)] = conn.execute("SELECT id FROM organizations").fetchall()
-    settings = replace(TEST_SETTINGS, database_url=database_url, document_dir=tmp_path / "docs")
-    app = create_app(settings, idempotency_store=redis_service.URL)
+    settings = replace(
+        TEST_SETTINGS,
+        database_url=database_url,
+        document_dir=tmp_path / "docs",
+        idempotency_store=redis_service.URL,
+    )
+    app = create_app(settings)
     headers = {"Authorization": f"Bearer {secret}", "Idempotency-Key": "acct-1"}
     body = {"data": {"attributes": {"reference_id": "user-1"}}}
     prefix = f"retrysafe:idem:{org_id}:"
@@ -65,14 +72,28 @@ async def test_the_service_keeps_its_records_in_redis_when_told(tmp_path: Path) 
 async def test_an_unreachable_store_fails_the_services_start_up(tmp_path: Path) -> None:
     database_url = f"sqlite:///{tmp_path / 'service.db'}"
     migrate(database_url)
-    settings = replace(TEST_SETTINGS, database_url=database_url, document_dir=tmp_path / "docs")
-    app = create_app(settings, idempotency_store=f"redis://127.0.0.1:{free_port()}/0")
+    unreachable = f"redis://127.0.0.1:{free_port()}/0"
+    settings = replace(
+        TEST_SETTINGS,
+        database_url=database_url,
+        document_dir=tmp_path / "docs",
+        idempotency_store=unreachable,
+    )
+    app = create_app(settings)
     sent = await lifespan(app)
     assert sent[-1]["type"] == "lifespan.startup.failed"
     assert "The idempotency store at redis://127.0.0.1:" in sent[-1]["message"]
 
 
 def test_an_unknown_store_scheme_is_refused_before_serving(tmp_path: Path) -> None:
-    settings = replace(TEST_SETTINGS, database_url=f"sqlite:///{tmp_path / 's.db'}")
+    settings = replace(
+        TEST_SETTINGS,
+        database_url=f"sqlite:///{tmp_path / 's.db'}",
+        idempotency_store="mongodb://h/db",
+    )
     with pytest.raises(ValueError, match="Unknown idempotency store URL"):
-        create_app(settings, idempotency_store="mongodb://h/db")
+        create_app(settings)
+
+
+def test_serve_and_the_factory_accept_the_same_schemes() -> None:
+    assert set(SCHEMES) == STORE_SCHEMES

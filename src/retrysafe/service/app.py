@@ -59,28 +59,24 @@ def _version() -> str:
         return "0.0.0"
 
 
-def create_app(
-    settings: Settings,
-    *,
-    provider: ProviderClient | None = None,
-    idempotency_store: str | None = None,
-) -> ASGIApp:
+def create_app(settings: Settings, *, provider: ProviderClient | None = None) -> ASGIApp:
     """The whole server: the handlers inside the SPEC §2 pipeline, on one database.
 
     ``provider`` replaces the upstream provider client ``settings`` describe.
-    ``idempotency_store`` is a store URL (:func:`~retrysafe.stores.url.store_from_url`)
-    for the records; by default they live in the service's database, in the same
-    transaction as the handlers' writes. Any other store records them apart from
-    those writes (the README's "What the memory and Redis stores guarantee").
+    ``settings.idempotency_store`` is a store URL
+    (:func:`~retrysafe.stores.url.store_from_url`) for the records; by default they
+    live in the service's database, in the same transaction as the handlers' writes.
+    Any other store records them apart from those writes (the README's "What the
+    memory and Redis stores guarantee").
     """
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
     # Checkpointed records are held past the request deadline: see lease_seconds.
     lease = lease_seconds(settings.request_timeout)
     store: IdempotencyStore = (
         SqlIdempotencyStore(db, lease_seconds=lease)
-        if idempotency_store is None
+        if settings.idempotency_store is None
         else store_from_url(
-            idempotency_store, lease_seconds=lease, sql_pool_size=settings.db_pool_size
+            settings.idempotency_store, lease_seconds=lease, sql_pool_size=settings.db_pool_size
         )
     )
     metrics = Metrics()
