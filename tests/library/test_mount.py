@@ -210,3 +210,35 @@ async def test_an_app_without_lifespan_support_still_gets_its_store_opened() -> 
     app = RetrySafe(plain, store="memory://")
     sent = await lifespan(app)
     assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+class WatchedStore(MemoryIdempotencyStore):
+    """A memory store that says when a purge removed something."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.purged = asyncio.Event()
+
+    async def purge_expired(self, now: float) -> int:
+        count = await super().purge_expired(now)
+        if count:
+            self.purged.set()
+        return count
+
+
+async def test_expired_records_are_purged_while_the_app_runs() -> None:
+    now = [1000.0]
+    store = WatchedStore()
+    app = RetrySafe(
+        orders_api(), store=store, idempotency_ttl=60, purge_interval=0.05, clock=lambda: now[0]
+    )
+    async with running(app), client(app) as http:
+        first = await http.post("/orders", json={}, headers=KEYED)
+        await asyncio.sleep(0.2)  # purges run meanwhile; nothing has expired yet
+        assert not store.purged.is_set()
+        now[0] += 61  # past the record's expiry
+        await asyncio.wait_for(store.purged.wait(), timeout=5)
+        again = await http.post("/orders", json={}, headers=KEYED)
+    assert first.json()["run"] == 1
+    assert again.json()["run"] == 2  # the key is new again
+    assert "idempotent-replayed" not in again.headers
