@@ -3,7 +3,8 @@
 What it guarantees, while Redis is up and answering:
 
 - **Exactly one execution per key across processes.** The claim is one Lua
-  script (claim-if-absent-or-expired, else return the record to judge), so two
+  script (claim-if-absent-or-expired, else return the record to judge; expired
+  means past its TTL with no live lease, as in every store), so two
   processes can never both claim a key; every other outcome is decided by the
   same :func:`~retrysafe.idempotency.decisions.judge` the other stores use.
 - **Fencing.** Each claim carries a fresh token; ``checkpoint``, ``complete``
@@ -84,14 +85,15 @@ COMMAND_TIMEOUT = 2.0
 _COMPLETED = RecordStatus.COMPLETED.value
 _TAKE_OVER_ATTEMPTS = 3
 
-# Claim the key when it is free or logically expired; otherwise return the record
-# so Python can judge it. ARGV: now, fingerprint, expires_at, locked_until, token,
+# Claim the key when it is free or logically expired (past its TTL and no lease
+# lives: a holder still working keeps its key); otherwise return the record so
+# Python can judge it. ARGV: now, fingerprint, expires_at, locked_until, token,
 # ttl in ms. Times travel as Python float reprs and are only compared
 # here, never computed, so no precision is lost in Lua's number formatting.
 _CLAIM = """
 local now = tonumber(ARGV[1])
-local expires = redis.call('HGET', KEYS[1], 'expires_at')
-if expires and tonumber(expires) > now then
+local held = redis.call('HMGET', KEYS[1], 'expires_at', 'locked_until')
+if held[1] and (tonumber(held[1]) > now or (held[2] and tonumber(held[2]) > now)) then
   local record = redis.call('HGETALL', KEYS[1])
   table.insert(record, 1, 'existing')
   return record
@@ -121,18 +123,23 @@ return 1
 """
 
 # The fence: write only while the record still carries our token. ARGV: token,
-# minimum TTL in ms to keep ('0' for none), number of fields to delete, those
-# fields, then field/value pairs to set.
+# minimum TTL in ms to keep ('0' for none), the earliest expires_at to keep (''
+# for no change: a checkpoint passes its new locked_until, so expiry never falls
+# before the lease), number of fields to delete, those fields, then field/value
+# pairs to set.
 _FENCED_UPDATE = """
 if redis.call('HGET', KEYS[1], 'lock_token') ~= ARGV[1] then
   return 0
 end
-local deleted = tonumber(ARGV[3])
-for i = 4, 3 + deleted do
+if ARGV[3] ~= '' and tonumber(redis.call('HGET', KEYS[1], 'expires_at')) < tonumber(ARGV[3]) then
+  redis.call('HSET', KEYS[1], 'expires_at', ARGV[3])
+end
+local deleted = tonumber(ARGV[4])
+for i = 5, 4 + deleted do
   redis.call('HDEL', KEYS[1], ARGV[i])
 end
-if #ARGV > 3 + deleted then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 4 + deleted))
+if #ARGV > 4 + deleted then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 5 + deleted))
 end
 local keep = tonumber(ARGV[2])
 if keep > 0 and redis.call('PTTL', KEYS[1]) < keep then
@@ -365,13 +372,14 @@ class _RedisAttempt:
 
     async def checkpoint(self, point: str, data: str | None, *, now: float) -> None:
         lease = self._store._lease
-        pairs = ["recovery_point", point, "locked_until", repr(now + lease)]
+        locked_until = repr(now + lease)
+        pairs = ["recovery_point", point, "locked_until", locked_until]
         deleted = []
         if data is None:
             deleted.append("recovery_data")
         else:
             pairs += ["recovery_data", data]
-        await self._fenced(deleted, pairs, keep_ms=_ms(lease))
+        await self._fenced(deleted, pairs, keep_ms=_ms(lease), expires_at_least=locked_until)
         self.checkpointed = True
         self._resumption = Resumption(point, data, self._resumption.external_key)
 
@@ -399,9 +407,21 @@ class _RedisAttempt:
         await self._store._run(self._store._abandon, [self._key], [self._token, how])
 
     async def _fenced(
-        self, deleted: list[str], pairs: Sequence[str | bytes], *, keep_ms: str
+        self,
+        deleted: list[str],
+        pairs: Sequence[str | bytes],
+        *,
+        keep_ms: str,
+        expires_at_least: str = "",
     ) -> None:
-        args: list[Any] = [self._token, keep_ms, str(len(deleted)), *deleted, *pairs]
+        args: list[Any] = [
+            self._token,
+            keep_ms,
+            expires_at_least,
+            str(len(deleted)),
+            *deleted,
+            *pairs,
+        ]
         if await self._store._run(self._store._fenced_update, [self._key], args) != 1:
             raise LeaseLost("another request took this idempotency record over")
 
