@@ -11,7 +11,8 @@ What it guarantees, while Redis is up and answering:
   and ``abandon`` are Lua scripts that write only while the record still holds
   that token. A holder that was merely slow, whose lease expired and whose
   record was taken over, gets :class:`LeaseLost` instead of overwriting the
-  new holder's record.
+  new holder's record. ``complete`` is idempotent for its own token (the
+  client's automatic retry after a lost reply must not turn success into 409).
 - **Crash safety by lease.** A claim is held by a lease from the start (there
   is no transaction that a crash would roll back); a retry after the lease
   ran out takes the record over and resumes from its last recovery point.
@@ -82,7 +83,6 @@ CONNECT_TIMEOUT = 0.5
 COMMAND_TIMEOUT = 2.0
 """Seconds one command (a short Lua script) may take before the store counts as down."""
 
-_COMPLETED = RecordStatus.COMPLETED.value
 _TAKE_OVER_ATTEMPTS = 3
 
 # Claim the key when it is free or logically expired (past its TTL and no lease
@@ -148,6 +148,40 @@ end
 return 1
 """
 
+# Record the answer while the record still carries our token, and remember whose
+# answer it is: run again with the same token (redis-py retrying a command whose
+# reply was lost), it finds the record complete with this very answer and succeeds
+# without writing. Any other token, or another answer, is fenced off.
+# ARGV: token, status, body, then '1' and the value or '0' and '' for the
+# Content-Type and for the Location.
+_COMPLETE = """
+local current = redis.call('HMGET', KEYS[1], 'lock_token', 'completed_by', 'response_status',
+  'response_body', 'response_content_type', 'response_location')
+if current[1] == ARGV[1] then
+  redis.call('HDEL', KEYS[1], 'lock_token', 'locked_until')
+  redis.call('HSET', KEYS[1], 'status', 'completed', 'completed_by', ARGV[1],
+    'response_status', ARGV[2], 'response_body', ARGV[3])
+  if ARGV[4] == '1' then
+    redis.call('HSET', KEYS[1], 'response_content_type', ARGV[5])
+  end
+  if ARGV[6] == '1' then
+    redis.call('HSET', KEYS[1], 'response_location', ARGV[7])
+  end
+  return 1
+end
+local function same(stored, present, value)
+  if present == '1' then
+    return stored == value
+  end
+  return stored == false
+end
+if current[2] == ARGV[1] and current[3] == ARGV[2] and current[4] == ARGV[3]
+    and same(current[5], ARGV[4], ARGV[5]) and same(current[6], ARGV[6], ARGV[7]) then
+  return 1
+end
+return 0
+"""
+
 # Let go of a claim: 'delete' frees the key (a fresh claim nobody checkpointed);
 # 'release' keeps the record, its recovery point and created_at (so its external
 # key) and ends the lease (locked_until 0 is always past), so the next retry takes
@@ -209,6 +243,7 @@ class RedisIdempotencyStore:
         self._claim = client.register_script(_CLAIM)
         self._take_over = client.register_script(_TAKE_OVER)
         self._fenced_update = client.register_script(_FENCED_UPDATE)
+        self._complete = client.register_script(_COMPLETE)
         self._abandon = client.register_script(_ABANDON)
         self._purge = client.register_script(_PURGE)
 
@@ -339,7 +374,7 @@ class RedisIdempotencyStore:
             results = await pipe.execute()
         return sum(int(result) for result in results)
 
-    async def _run(self, script: AsyncScript, keys: list[str], args: list[str]) -> Any:
+    async def _run(self, script: AsyncScript, keys: list[str], args: Sequence[str | bytes]) -> Any:
         """Run ``script``; every Redis failure becomes :class:`StoreUnavailable` (503)."""
         try:
             return await cast(Awaitable[Any], script(keys=keys, args=args))
@@ -384,20 +419,13 @@ class _RedisAttempt:
         self._resumption = Resumption(point, data, self._resumption.external_key)
 
     async def complete(self, response: StoredResponse) -> None:
+        """Record ``response``; idempotent for this holder (same token, same answer)."""
         self.settled = True
-        pairs: list[str | bytes] = [
-            "status",
-            _COMPLETED,
-            "response_status",
-            str(response.status),
-            "response_body",
-            response.body,
-        ]
-        if response.content_type is not None:
-            pairs += ["response_content_type", response.content_type]
-        if response.location is not None:
-            pairs += ["response_location", response.location]
-        await self._fenced(["lock_token", "locked_until"], pairs, keep_ms="0")
+        args: list[str | bytes] = [self._token, str(response.status), response.body]
+        for optional in (response.content_type, response.location):
+            args += ["0", ""] if optional is None else ["1", optional]
+        if await self._store._run(self._store._complete, [self._key], args) != 1:
+            raise LeaseLost("another request took this idempotency record over")
 
     async def abandon(self) -> None:
         self.settled = True
