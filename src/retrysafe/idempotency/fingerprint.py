@@ -47,7 +47,11 @@ def request_fingerprint(method: str, path: str, query: bytes, params: ParamsDige
 
 
 def canonical_json(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    # JSON may spell a lone surrogate ("\ud800"); it is no UTF-8 text, but it still has
+    # one deterministic encoding, which no valid string shares. The handler, not the
+    # fingerprint, decides what such a body deserves (422), key or no key.
+    return text.encode("utf-8", "surrogatepass")
 
 
 class RawDigest:
