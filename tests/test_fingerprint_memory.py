@@ -5,7 +5,7 @@ reading that much; with an ``Idempotency-Key`` the idempotency layer reads the
 whole body first (spooled to disk past 1 MiB) and fingerprints it as it
 passes. The fingerprint used to buffer text fields whole, so that request
 raised the real server's peak RSS by ~145 MiB; now it hashes a long field as it
-streams and holds at most its 64 KiB budget.
+streams and keeps at most 64 KiB of it.
 
 Measured on real ``retrysafe serve`` processes through ``/proc/PID/status``
 ``VmHWM`` (the peak resident set, so a short-lived spike is not missed). Each

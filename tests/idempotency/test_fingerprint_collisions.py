@@ -25,10 +25,12 @@ from starlette.requests import Request
 from retrysafe.envelope import ApiError
 from retrysafe.idempotency.fingerprint import (
     JSON_FORM_BUDGET,
+    JSON_FORM_MAX_FIELD,
+    JSON_FORM_MAX_FIELDS,
     params_digest_for,
     request_fingerprint,
 )
-from retrysafe.service.bodies import BodyReader, FilePart, MultipartReader
+from retrysafe.service.bodies import MAX_MULTIPART_PARTS, BodyReader, FilePart, MultipartReader
 
 JSON = b"application/json"
 
@@ -193,15 +195,43 @@ def test_an_attribute_set_ignores_order_and_other_forms_do_not() -> None:
     assert of_form([kind, file]) != of_form([file, kind])
 
 
+def test_the_attribute_set_limits_are_the_handlers_form_limits() -> None:
+    """Past them the handler refuses the form (400) but would validate the JSON (422)."""
+    assert MultipartReader()._max_field_size == JSON_FORM_MAX_FIELD
+    assert MAX_MULTIPART_PARTS == JSON_FORM_MAX_FIELDS
+
+
+def test_a_field_longer_than_the_handler_takes_is_not_a_json_string() -> None:
+    longest = "x" * JSON_FORM_MAX_FIELD
+    assert of_form([field("data[attributes][name_first]", longest)]) == of_json(
+        attributes(name_first=longest)
+    )
+    too_long = longest + "x"
+    assert of_form([field("data[attributes][name_first]", too_long)]) != of_json(
+        attributes(name_first=too_long)
+    )
+
+
+def test_a_form_with_more_fields_than_the_handler_takes_is_not_its_json() -> None:
+    values = {f"a{index}": "x" for index in range(JSON_FORM_MAX_FIELDS + 1)}
+    parts = [field(f"data[attributes][{name}]", value) for name, value in values.items()]
+    assert of_form(parts[:-1]) == of_json(attributes(**dict(list(values.items())[:-1])))
+    assert of_form(parts) != of_json(attributes(**values))
+
+
+def test_a_large_create_sent_as_a_form_still_matches_its_json() -> None:
+    """The client sends a create as a form past 64 KiB of JSON: its JSON must still match."""
+    values = {f"a{index}": "y" * 60_000 for index in range(4)}
+    parts = [field(f"data[attributes][{name}]", value) for name, value in values.items()]
+    assert of_form(parts) == of_json(attributes(**values))
+
+
 # -- memory: a long field is hashed as it passes, never kept ---------------------------------
 
 
-def test_a_long_field_costs_the_fingerprint_no_more_than_its_budget() -> None:
-    """8 MiB in one text field, fed in 64 KiB chunks: the digest's peak stays near the budget."""
-    value = b"x" * (8 * 1024 * 1024)
-    body = encode([field("data[attributes][name_first]", value)])
+def _peak_while_feeding(body: bytes) -> int:
+    """Bytes the digest allocates at its peak while ``body`` is fed in 64 KiB chunks."""
     chunks = [body[start : start + 65536] for start in range(0, len(body), 65536)]
-    del value, body
     tracemalloc.start()
     try:
         digest = params_digest_for(form_type())
@@ -209,11 +239,27 @@ def test_a_long_field_costs_the_fingerprint_no_more_than_its_budget() -> None:
         for chunk in chunks:
             digest.feed(chunk)
         digest.digest()
-        peak = tracemalloc.get_traced_memory()[1] - baseline
+        return tracemalloc.get_traced_memory()[1] - baseline
     finally:
         tracemalloc.stop()
-    # The budget, a chunk being sliced, and python-multipart's own state.
-    assert peak < JSON_FORM_BUDGET + 4 * 65536, f"peak {peak} bytes"
+
+
+SLACK = 4 * 65536
+"""A chunk being sliced, python-multipart's own state, the hash objects."""
+
+
+def test_a_long_field_costs_the_fingerprint_at_most_one_field() -> None:
+    """8 MiB in one text field: kept only up to the 64 KiB a JSON string may match."""
+    peak = _peak_while_feeding(encode([field("data[attributes][name_first]", b"x" * 8 * 2**20)]))
+    assert peak < JSON_FORM_MAX_FIELD + SLACK, f"peak {peak} bytes"
+
+
+def test_many_fields_cost_the_fingerprint_at_most_its_budget() -> None:
+    """64 fields of 64 KiB (4 MiB) and 10 000 small ones: never more than the budget is kept."""
+    full = [field(f"data[attributes][a{n}]", b"x" * JSON_FORM_MAX_FIELD) for n in range(64)]
+    assert _peak_while_feeding(encode(full)) < JSON_FORM_BUDGET + SLACK
+    small = [field(f"data[attributes][a{n}]", b"x") for n in range(10_000)]
+    assert _peak_while_feeding(encode(small)) < SLACK
 
 
 # -- the rule, against the reference service's own readers -----------------------------------

@@ -20,8 +20,9 @@ domains never share a digest:
 - ``raw``: any other body: its Content-Type and its bytes.
 
 Bodies are fed in chunks and hashed as they pass, so memory per request is a
-small constant for any form (see :data:`JSON_FORM_BUDGET`); only a JSON body,
-bounded by ``--max-body``, is kept to be parsed once at the end.
+constant for any form (see :data:`JSON_FORM_BUDGET`, what a default JSON body
+may cost); only a JSON body, bounded by ``--max-body``, is kept to be parsed
+once at the end.
 """
 
 from __future__ import annotations
@@ -34,19 +35,28 @@ from typing import Any, Protocol
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
-JSON_FORM_BUDGET = 64 * 1024
+JSON_FORM_BUDGET = 1024 * 1024
 """Bytes of field names and values a form may carry and still compare as its JSON.
 
-A form beyond it (or with more than :data:`JSON_FORM_MAX_FIELDS` fields) is
+As much as a JSON body may carry by default (``--max-body``), so an attribute set
+costs the fingerprint what its JSON would, and a create the client sends as a
+form because its JSON is large still matches that JSON. A form beyond it is
 compared as a ``form`` instead, which hashes each part as it streams: the
-fingerprint never buffers more than this per request however large a field
-is. Attribute sets are far smaller (the reference service's longest attribute
-is 320 characters); only a client that switches between JSON and multipart
-for one key with such a form would see a mismatch.
+fingerprint never buffers more than this per request however large the form.
+"""
+
+JSON_FORM_MAX_FIELD = 64 * 1024
+"""The longest field value that still compares as a JSON string.
+
+The reference service refuses a longer form field (400) but takes a JSON string
+of any length to validation (422), so the two must not match; this is the same
+bound as its ``MultipartReader(max_field_size=...)`` (a test holds them equal).
+A longer field is hashed as it streams and never buffered.
 """
 
 JSON_FORM_MAX_FIELDS = 64
-"""Fields a form may have and still compare as its JSON (the same bound as above)."""
+"""Fields a form may have and still compare as its JSON: the service refuses a
+form with more parts (400), not a JSON body with more attributes."""
 
 _FORM_ATTRIBUTE = re.compile(rb"data\[attributes\]\[([^\[\]]*)\]")
 _CONTENT_DISPOSITION = b"content-disposition"
@@ -84,7 +94,7 @@ def canonical_json(value: Any) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def _framed(*items: bytes) -> bytes:
+def _framed(*items: bytes | bytearray) -> bytes:
     """Items with their lengths in front, so that no two different lists hash alike."""
     return b"".join(len(item).to_bytes(8, "big") + item for item in items)
 
@@ -138,7 +148,7 @@ class MultipartDigest:
         self._attributes: dict[str, str] | None = {}
         """The form as JSON attributes so far; ``None`` once it cannot be one."""
         self._budget = JSON_FORM_BUDGET
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._header_count = 0
         self._header_field = bytearray()
         self._header_value = bytearray()
         self._attribute: bytes | None = None
@@ -152,7 +162,6 @@ class MultipartDigest:
                 "on_header_field": self._on_header_field,
                 "on_header_value": self._on_header_value,
                 "on_header_end": self._on_header_end,
-                "on_headers_finished": self._on_headers_finished,
                 "on_part_data": self._on_part_data,
                 "on_part_end": self._on_part_end,
             },
@@ -177,8 +186,12 @@ class MultipartDigest:
             return "params:" + hashlib.sha256(canonical_json(document)).hexdigest()
         return "form:" + self._parts.hexdigest()
 
+    # The ``form`` digest is a tagged sequence, so no two different forms hash alike:
+    # per part, b"H" + the framed name and value of each header as sent, then b"C" +
+    # the SHA-256 of its content.
+
     def _on_part_begin(self) -> None:
-        self._headers = []
+        self._header_count = 0
         self._attribute = None
         self._value.clear()
         self._content = hashlib.sha256()
@@ -190,29 +203,31 @@ class MultipartDigest:
         self._header_value += data[start:end]
 
     def _on_header_end(self) -> None:
-        self._headers.append((bytes(self._header_field), bytes(self._header_value)))
-        self._header_field.clear()
-        self._header_value.clear()
+        field, value = self._header_field, self._header_value
+        self._parts.update(b"H" + _framed(field, value))
+        self._header_count += 1
+        if self._attributes is not None:
+            # Headers come before any data, so the part is judged before it is kept.
+            name = self._attribute_name(field, value) if self._header_count == 1 else None
+            if name is None or len(self._attributes) >= JSON_FORM_MAX_FIELDS:
+                self._no_attribute_set()
+            else:
+                self._attribute = name
+                self._spend(len(name))
+        field.clear()
+        value.clear()
 
-    def _on_headers_finished(self) -> None:
-        if self._attributes is None:
-            return
-        name = self._attribute_name()
-        if name is None or len(self._attributes) >= JSON_FORM_MAX_FIELDS:
-            self._attributes = None
-            return
-        self._spend(len(name))
-        self._attribute = name
+    @staticmethod
+    def _attribute_name(field: bytearray, value: bytearray) -> bytes | None:
+        """NAME when this header makes its part the text field ``data[attributes][NAME]``.
 
-    def _attribute_name(self) -> bytes | None:
-        """NAME when this part is nothing but the text field ``data[attributes][NAME]``.
-
-        Anything more (a filename, a Content-Type, another header or parameter)
-        may mean something to a handler that the JSON string could not say.
+        Anything more (a filename, another parameter, a Content-Type or any other
+        header, which clears the NAME) may mean something to a handler that the
+        JSON string could not say.
         """
-        if len(self._headers) != 1 or self._headers[0][0].lower() != _CONTENT_DISPOSITION:
+        if field.lower() != _CONTENT_DISPOSITION:
             return None
-        disposition, options = parse_options_header(self._headers[0][1])
+        disposition, options = parse_options_header(bytes(value))
         if disposition != b"form-data" or options.keys() != {b"name"}:
             return None
         match = _FORM_ATTRIBUTE.fullmatch(options[b"name"])
@@ -223,34 +238,43 @@ class MultipartDigest:
     def _spend(self, size: int) -> None:
         self._budget -= size
         if self._budget < 0:
-            self._attributes = None
-            self._attribute = None
-            self._value = bytearray()  # give the buffer back, not just empty it
+            self._no_attribute_set()
+
+    def _no_attribute_set(self) -> None:
+        """This form is compared as its parts from now on: drop what was kept for its JSON."""
+        self._attributes = None
+        self._attribute = None
+        self._value = bytearray()  # give the buffer back, not just empty it
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         piece = data[start:end]
         self._content.update(piece)
+        if self._attribute is None:
+            return
+        if len(self._value) + len(piece) > JSON_FORM_MAX_FIELD:
+            self._no_attribute_set()
+            return
+        self._spend(len(piece))
         if self._attribute is not None:
-            self._spend(len(piece))
-            if self._attribute is not None:
-                self._value += piece
+            self._value += piece
 
     def _on_part_end(self) -> None:
-        flat = [item for pair in self._headers for item in pair]
-        self._parts.update(_framed(len(self._headers).to_bytes(8, "big"), *flat))
-        self._parts.update(self._content.digest())
-        if self._attribute is None or self._attributes is None:
+        self._parts.update(b"C" + self._content.digest())
+        if self._attributes is None:
+            return
+        if self._attribute is None:  # a part without any header
+            self._no_attribute_set()
             return
         try:
             name, value = self._attribute.decode(), self._value.decode()
         except UnicodeDecodeError:
             # The handler refuses such a field; replacing the bytes would collide
             # with a field that really holds U+FFFD.
-            self._attributes = None
+            self._no_attribute_set()
             return
         if name in self._attributes:
             # A repeated field is a list to some handlers, the last value to others.
-            self._attributes = None
+            self._no_attribute_set()
             return
         self._attributes[name] = value
         self._value.clear()
