@@ -149,7 +149,7 @@ def accounts_router(db: Database, reader: BodyReader) -> APIRouter:
             errors=(400, 403),
             parameters=(
                 openapi.query_parameter(
-                    "filter[reference_id]", {"type": "string"}, "Only this reference id."
+                    "filter[reference_id]", openapi.TEXT_FILTER, "Only this reference id."
                 ),
                 *openapi.PAGE_PARAMETERS,
             ),

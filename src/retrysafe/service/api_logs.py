@@ -137,12 +137,12 @@ def api_logs_router(db: Database) -> APIRouter:
             parameters=(
                 openapi.query_parameter(
                     "filter[request_id]",
-                    {"type": "string"},
+                    openapi.TEXT_FILTER,
                     "Only the request with this Request-Id.",
                 ),
                 openapi.query_parameter(
                     "filter[idempotency_key]",
-                    {"type": "string"},
+                    openapi.TEXT_FILTER,
                     "Only requests sent with this Idempotency-Key: the original and its replays.",
                 ),
                 openapi.query_parameter(

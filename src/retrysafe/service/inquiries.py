@@ -253,7 +253,7 @@ def inquiries_router(db: Database, reader: BodyReader) -> APIRouter:
             errors=(400, 403),
             parameters=(
                 openapi.query_parameter(
-                    "filter[reference_id]", {"type": "string"}, "Only this reference id."
+                    "filter[reference_id]", openapi.TEXT_FILTER, "Only this reference id."
                 ),
                 openapi.query_parameter(
                     "filter[status]", {"enum": list(INQUIRY_STATUSES)}, "Only this status."

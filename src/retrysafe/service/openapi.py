@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from retrysafe.envelope import reason_phrase
+from retrysafe.service.pagination import MAX_FILTER_LENGTH
 
 Schema = dict[str, Any]
 
@@ -356,6 +357,9 @@ SECURITY_SCHEMES: Mapping[str, Schema] = {
         "description": "Authorization: Bearer rsk_key_….<secret> (retrysafe keys create).",
     }
 }
+
+TEXT_FILTER: Schema = {"type": "string", "maxLength": MAX_FILTER_LENGTH, "pattern": "^[^\\u0000]*$"}
+"""A free-text ``filter[…]`` value: anything longer, or holding NUL, is 400 invalid_parameter."""
 
 PAGE_PARAMETERS = (
     query_parameter(
