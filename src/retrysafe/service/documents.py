@@ -21,6 +21,7 @@ from retrysafe.database import Database
 from retrysafe.database.schema import documents, inquiries
 from retrysafe.envelope import ApiError, FieldErrors
 from retrysafe.service import openapi
+from retrysafe.service.attributes import DOCUMENT, DOCUMENT_KIND
 from retrysafe.service.bodies import (
     FilePart,
     MultipartReader,
@@ -30,12 +31,11 @@ from retrysafe.service.bodies import (
 )
 from retrysafe.service.scopes import require_scope
 from retrysafe.service.serialization import Resource, created, resource, single, timestamp
-from retrysafe.service.validation import Field, check_value
+from retrysafe.service.validation import check_value
 
 FILE_PART = "file"
 _KIND_FIELDS = ("kind", "data[attributes][kind]")
-_KIND = Field(max_length=64, min_length=1)
-_ATTRIBUTES = ("inquiry_id", "kind", "filename", "content_type", "size", "sha256", "created_at")
+_ATTRIBUTES = DOCUMENT.names
 COLUMNS = (documents.c.id, *(documents.c[name] for name in _ATTRIBUTES))
 
 _INQUIRY_EXISTS = select(inquiries.c.id).where(
@@ -257,7 +257,7 @@ def _kind(fields: list[tuple[str, str]], upload: DocumentUpload) -> str | None:
     kind: str | None = None
     for name, value in fields:
         if name in _KIND_FIELDS:
-            checked = check_value(value, _KIND, "kind", form_pointer(name), errors)
+            checked = check_value(value, DOCUMENT_KIND, "kind", form_pointer(name), errors)
             kind = checked if isinstance(checked, str) else None
         else:
             errors.add(

@@ -1,8 +1,10 @@
-"""The OpenAPI description: JSON and multipart request bodies and the error envelope.
+"""The OpenAPI description, generated from the attribute descriptions the handlers validate by.
 
 Handlers parse bodies themselves (so both media types share one validator), which
-means FastAPI cannot infer these schemas; each route states them through
-:func:`operation`, and :func:`install` adds the shared component schemas.
+means FastAPI cannot infer their schemas; each route states its answers through
+:func:`operation`, and :func:`install` adds the component schemas, all of them
+rendered from ``retrysafe.service.attributes``: a limit is written once, in a
+:class:`~retrysafe.service.validation.Field`, and both checked and documented from there.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from retrysafe.envelope import reason_phrase
+from retrysafe.service import attributes
+from retrysafe.service.attributes import Attribute, ResourceType
 from retrysafe.service.pagination import MAX_FILTER_LENGTH
+from retrysafe.service.validation import Field, RequestAttributes
 
 Schema = dict[str, Any]
 
@@ -24,50 +29,53 @@ def ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _nullable_string(max_length: int, **extra: Any) -> Schema:
-    return {"type": ["string", "null"], "maxLength": max_length, **extra}
+# -- attributes → JSON Schema ----------------------------------------------------------
 
 
-ACCOUNT_INPUT: Mapping[str, Schema] = {
-    "reference_id": _nullable_string(255, minLength=1, description="Unique per organization."),
-    "name_first": _nullable_string(255),
-    "name_last": _nullable_string(255),
-    "email_address": _nullable_string(320, format="email"),
-    "birthdate": _nullable_string(10, format="date", description="YYYY-MM-DD, not in the future."),
-}
-INQUIRY_INPUT: Mapping[str, Schema] = {
-    "reference_id": _nullable_string(
-        255,
-        minLength=1,
-        description="Joins the account with this reference id, creating it if absent.",
-    ),
-    "account_id": _nullable_string(64, minLength=1, description="An existing account (act_…)."),
-}
-_INQUIRY_TARGETS = ("reference_id", "account_id")
-_TIMESTAMPS: Mapping[str, Schema] = {
-    "created_at": {"type": "string", "format": "date-time"},
-    "updated_at": {"type": "string", "format": "date-time"},
-}
-INQUIRY_STATUSES = ("created", "completed", "approved", "declined", "expired")
-VERIFICATION_INPUT: Mapping[str, Schema] = {
-    "kind": {
-        "enum": ["database", "document", None],
-        "default": "database",
-        "description": "database: name and birthdate against the provider's records;"
-        " document: the same, and the inquiry must have a document.",
-    },
-}
+def field_schema(field: Field, *, form: bool = False) -> Schema:
+    """The JSON Schema of one client-written attribute: exactly the limits it is checked by.
+
+    A form field is always a string (an absent field is how a form says null).
+    """
+    nullable = field.nullable and not form
+    schema: Schema = {"type": ["string", "null"] if nullable else "string"}
+    if field.enum:
+        schema["enum"] = [*field.enum, *((None,) if nullable else ())]
+    else:
+        text_format = field.format
+        length = text_format.length if text_format is not None else None
+        schema["maxLength"] = min(field.max_length, length or field.max_length)
+        if field.min_length:
+            schema["minLength"] = field.min_length
+        if text_format is not None:
+            if text_format.name is not None:
+                schema["format"] = text_format.name
+            schema["pattern"] = f"^{text_format.pattern}$"
+    if field.default is not None:
+        schema["default"] = field.default
+    if field.description:
+        schema["description"] = field.description
+    return schema
 
 
-def _resource(type_: str, *attribute_groups: Mapping[str, Schema]) -> Schema:
-    attributes = {name: schema for group in attribute_groups for name, schema in group.items()}
+def _attribute_schema(attribute: Attribute) -> Schema:
+    return field_schema(attribute) if isinstance(attribute, Field) else attribute
+
+
+def _resource(resource: ResourceType) -> Schema:
     return {
         "type": "object",
         "required": ["type", "id", "attributes"],
         "properties": {
-            "type": {"const": type_},
+            "type": {"const": resource.type},
             "id": {"type": "string"},
-            "attributes": {"type": "object", "properties": attributes},
+            "attributes": {
+                "type": "object",
+                "properties": {
+                    name: _attribute_schema(attribute)
+                    for name, attribute in resource.attributes.items()
+                },
+            },
         },
     }
 
@@ -91,16 +99,17 @@ def _list(name: str) -> Schema:
     }
 
 
-def _json_request(attributes: Mapping[str, Schema], required: Iterable[str] = ()) -> Schema:
+def json_request(request: RequestAttributes) -> Schema:
+    """``{"data": {"attributes": {...}}}`` with every field's limits and the request's rules."""
     # additionalProperties: the handlers refuse unknown attributes (400 unknown_parameter),
     # so that a misspelt name is not silently dropped.
     attrs: Schema = {
         "type": "object",
-        "properties": dict(attributes),
+        "properties": {name: field_schema(field) for name, field in request.fields.items()},
         "additionalProperties": False,
     }
-    if required:
-        attrs["required"] = list(required)
+    if request.either is not None:
+        attrs["oneOf"] = _exactly_one(request.either, form=False)
     return {
         "type": "object",
         "required": ["data"],
@@ -114,15 +123,19 @@ def _json_request(attributes: Mapping[str, Schema], required: Iterable[str] = ()
     }
 
 
-def _form_request(attributes: Mapping[str, Schema]) -> Schema:
-    return {
+def form_request(request: RequestAttributes) -> Schema:
+    """The same attributes as ``multipart/form-data`` fields named ``data[attributes][NAME]``."""
+    schema: Schema = {
         "type": "object",
         "properties": {
-            _form_field(name): {"type": "string", **_without_type(schema)}
-            for name, schema in attributes.items()
+            form_field(name): field_schema(field, form=True)
+            for name, field in request.fields.items()
         },
         "additionalProperties": False,
     }
+    if request.either is not None:
+        schema["oneOf"] = _exactly_one(request.either, form=True)
+    return schema
 
 
 def _exactly_one(names: tuple[str, str], *, form: bool) -> list[Schema]:
@@ -131,7 +144,7 @@ def _exactly_one(names: tuple[str, str], *, form: bool) -> list[Schema]:
     branches: list[Schema] = []
     for given, other in ((first, second), (second, first)):
         if form:
-            field, other_field = _form_field(given), _form_field(other)
+            field, other_field = form_field(given), form_field(other)
             branches.append({"required": [field], "not": {"required": [other_field]}})
         else:
             branches.append(
@@ -143,141 +156,79 @@ def _exactly_one(names: tuple[str, str], *, form: bool) -> list[Schema]:
     return branches
 
 
-def _form_field(name: str) -> str:
+def form_field(name: str) -> str:
     return f"data[attributes][{name}]"
 
 
-def _with_one_of(schema: Schema, one_of: list[Schema], *, form: bool) -> Schema:
-    if form:
-        return {**schema, "oneOf": one_of}
-    data = schema["properties"]["data"]
-    attributes = {**data["properties"]["attributes"], "oneOf": one_of}
-    data = {**data, "properties": {**data["properties"], "attributes": attributes}}
-    return {**schema, "properties": {**schema["properties"], "data": data}}
-
-
-def _without_type(schema: Schema) -> Schema:
-    return {k: v for k, v in schema.items() if k != "type"}
-
-
-SCHEMAS: Mapping[str, Schema] = {
-    "Error": {
-        "type": "object",
-        "required": ["title", "details", "status", "code"],
-        "properties": {
-            "title": {"type": "string", "description": "The HTTP reason phrase."},
-            "details": {"type": "string", "description": "What to fix, in a sentence."},
-            "status": {"type": "string", "description": "The HTTP status, as a string."},
-            "code": {"type": "string", "description": "Stable snake_case machine code."},
-            "source": {
-                "type": "object",
-                "properties": {"pointer": {"type": "string", "format": "json-pointer"}},
-            },
-        },
-    },
-    "Errors": {
-        "type": "object",
-        "required": ["errors"],
-        "properties": {"errors": {"type": "array", "items": ref("Error"), "minItems": 1}},
-    },
-    "Account": _resource(
-        "account",
-        {k: {**v, "type": ["string", "null"]} for k, v in ACCOUNT_INPUT.items()},
-        _TIMESTAMPS,
-    ),
-    "Inquiry": _resource(
-        "inquiry",
-        {
-            "status": {"enum": list(INQUIRY_STATUSES)},
-            "account_id": {"type": "string"},
-            "reference_id": {"type": ["string", "null"]},
-        },
-        _TIMESTAMPS,
-    ),
-    "Document": _resource(
-        "document",
-        {
-            "inquiry_id": {"type": "string"},
-            "kind": {"type": ["string", "null"]},
-            "filename": {"type": ["string", "null"]},
-            "content_type": {"type": ["string", "null"]},
-            "size": {"type": "integer", "minimum": 0},
-            "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-            "created_at": {"type": "string", "format": "date-time"},
-        },
-    ),
-    "ApiLog": _resource(
-        "api_log",
-        {
-            "request_id": {"type": "string", "description": "The Request-Id of the answer."},
-            "created_at": {"type": "string", "format": "date-time"},
-            "method": {"type": "string"},
-            "path": {"type": "string"},
-            "query": {"type": ["string", "null"]},
-            "route": {"type": ["string", "null"], "description": "The route template."},
-            "status": {"type": "integer"},
-            "duration_ms": {"type": "number"},
-            "api_key_id": {"type": ["string", "null"]},
-            "idempotency_key": {"type": ["string", "null"]},
-            "outcome": {
-                "enum": ["executed", "replayed", "mismatch", "in_flight", "not_recorded", None],
-                "description": "What the idempotency layer did; null without a key.",
-            },
-            "rate_limit": {"enum": ["allowed", "limited", None]},
-            "error_code": {"type": ["string", "null"]},
-            "request_body": {
-                "type": ["string", "null"],
-                "description": "Redacted JSON, with --api-log-bodies only.",
-            },
-            "response_body": {
-                "type": ["string", "null"],
-                "description": "Redacted JSON, with --api-log-bodies only.",
-            },
-        },
-    ),
-    "ApiLogDocument": _single("ApiLog"),
-    "ApiLogList": _list("ApiLog"),
-    "Verification": _resource(
-        "verification",
-        {
-            "inquiry_id": {"type": "string"},
-            "kind": {"enum": ["database", "document"]},
-            "status": {"enum": ["passed", "failed"]},
-            "reasons": {
-                "type": "array",
-                "items": {"type": "string"},
-                "description": "The provider's reasons for a failed check, e.g. underage.",
-            },
-            "provider_reference": {"type": "string", "description": "The provider's check id."},
-            "created_at": {"type": "string", "format": "date-time"},
-        },
-    ),
-    "VerificationDocument": _single("Verification"),
-    "VerificationRequest": _json_request(VERIFICATION_INPUT),
-    "VerificationForm": _form_request(VERIFICATION_INPUT),
-    "AccountDocument": _single("Account"),
-    "AccountList": _list("Account"),
-    "InquiryDocument": _single("Inquiry"),
-    "InquiryList": _list("Inquiry"),
-    "DocumentDocument": _single("Document"),
-    "AccountRequest": _json_request(ACCOUNT_INPUT),
-    "AccountForm": _form_request(ACCOUNT_INPUT),
-    # The inquiry create takes reference_id or account_id, never both (400 otherwise).
-    "InquiryRequest": _with_one_of(
-        _json_request(INQUIRY_INPUT), _exactly_one(_INQUIRY_TARGETS, form=False), form=False
-    ),
-    "InquiryForm": _with_one_of(
-        _form_request(INQUIRY_INPUT), _exactly_one(_INQUIRY_TARGETS, form=True), form=True
-    ),
-    "DocumentUpload": {
+def _document_upload() -> Schema:
+    kind = field_schema(attributes.DOCUMENT_KIND, form=True)
+    return {
         "type": "object",
         "required": ["file"],
-        "properties": {
-            "file": {"type": "string", "format": "binary"},
-            "kind": {"type": "string", "minLength": 1, "maxLength": 64},
-        },
+        "properties": {"file": {"type": "string", "format": "binary"}, "kind": kind},
         "additionalProperties": False,
+    }
+
+
+# -- the error envelope ---------------------------------------------------------------
+
+ERROR: Schema = {
+    "type": "object",
+    "required": ["title", "details", "status", "code"],
+    "properties": {
+        "title": {"type": "string", "description": "The HTTP reason phrase."},
+        "details": {"type": "string", "description": "What to fix, in a sentence."},
+        "status": {"type": "string", "description": "The HTTP status, as a string."},
+        "code": {"type": "string", "description": "Stable snake_case machine code."},
+        "source": {
+            "type": "object",
+            "properties": {"pointer": {"type": "string", "format": "json-pointer"}},
+        },
     },
+}
+ERRORS: Schema = {
+    "type": "object",
+    "required": ["errors"],
+    "properties": {"errors": {"type": "array", "items": ref("Error"), "minItems": 1}},
+}
+
+
+# -- the component schemas ---------------------------------------------------------------
+
+_RESOURCE_SCHEMAS: Mapping[str, ResourceType] = {
+    "Account": attributes.ACCOUNT,
+    "Inquiry": attributes.INQUIRY,
+    "Document": attributes.DOCUMENT,
+    "Verification": attributes.VERIFICATION,
+    "ApiLog": attributes.API_LOG,
+}
+_LISTED = ("Account", "Inquiry", "ApiLog")
+_REQUESTS: Mapping[str, RequestAttributes] = {
+    "Account": attributes.ACCOUNT_INPUT,
+    "Inquiry": attributes.INQUIRY_INPUT,
+    "Verification": attributes.VERIFICATION_INPUT,
+}
+
+
+def component_schemas() -> dict[str, Schema]:
+    """Every schema under ``components.schemas``, rendered from the descriptions."""
+    schemas: dict[str, Schema] = {"Error": ERROR, "Errors": ERRORS}
+    for name, resource in _RESOURCE_SCHEMAS.items():
+        schemas[name] = _resource(resource)
+        schemas[f"{name}Document"] = _single(name)
+        if name in _LISTED:
+            schemas[f"{name}List"] = _list(name)
+    for name, request in _REQUESTS.items():
+        schemas[f"{name}Request"] = json_request(request)
+        schemas[f"{name}Form"] = form_request(request)
+    schemas["DocumentUpload"] = _document_upload()
+    return schemas
+
+
+_LOCATION = {"Location": {"schema": {"type": "string"}, "description": "/api/v1/<type>/<id>"}}
+QUOTA_HEADERS = {
+    "QuotaLimit-Limit": {"schema": {"type": "integer"}, "description": "Inquiry quota."},
+    "QuotaLimit-Remaining": {"schema": {"type": "integer"}, "description": "Inquiries left."},
 }
 
 _ERROR_WHEN: Mapping[int, str] = {
@@ -297,16 +248,15 @@ _ERROR_WHEN: Mapping[int, str] = {
     504: "The request exceeded the server-side deadline, or the provider timed out"
     " (gateway_timeout).",
 }
+
+
+# -- operations ------------------------------------------------------------------------
+
+
 _ALWAYS = (400, 401, 429, 500, 503, 504)  # 400: any request may bring oversized headers
 _WRITES = (400, 409, 413, 415, 422)
 _GATED = {401, 429}
 """What a public route (no key, no rate limit) never answers."""
-
-_LOCATION = {"Location": {"schema": {"type": "string"}, "description": "/api/v1/<type>/<id>"}}
-QUOTA_HEADERS = {
-    "QuotaLimit-Limit": {"schema": {"type": "integer"}, "description": "Inquiry quota."},
-    "QuotaLimit-Remaining": {"schema": {"type": "integer"}, "description": "Inquiries left."},
-}
 
 
 def path_parameter(name: str, description: str) -> Schema:
@@ -378,6 +328,7 @@ def operation(
     write: bool = False,
     body: tuple[str, str] | None = None,
     form_only: bool = False,
+    body_required: bool = True,
     parameters: Iterable[Schema] = (),
     headers: Mapping[str, Schema] | None = None,
     public: bool = False,
@@ -385,9 +336,10 @@ def operation(
     """Keyword arguments for a route decorator: responses, body and parameters.
 
     ``body`` is ``(json_schema, form_schema)``; with ``form_only`` only the form is
-    documented (uploads). ``write`` adds the errors every POST/PATCH can meet and
-    the ``Idempotency-Key`` header. ``public`` marks a route that needs no key and
-    is not rate limited (``/health``): no 401 or 429, and no security requirement.
+    documented (uploads), and ``body_required=False`` makes it optional. ``write``
+    adds the errors every POST/PATCH can meet and the ``Idempotency-Key`` header.
+    ``public`` marks a route that needs no key and is not rate limited
+    (``/health``): no 401 or 429, and no security requirement.
     """
     success: Schema = {"description": description}
     if schema is not None:
@@ -410,7 +362,7 @@ def operation(
         content: dict[str, Any] = {"multipart/form-data": {"schema": ref(form_schema)}}
         if not form_only:
             content = {"application/json": {"schema": ref(json_schema)}, **content}
-        extra["requestBody"] = {"required": True, "content": content}
+        extra["requestBody"] = {"required": body_required, "content": content}
     all_parameters = [*parameters, *((IDEMPOTENCY_KEY_PARAMETER,) if write else ())]
     if all_parameters:
         extra["parameters"] = all_parameters
@@ -451,7 +403,7 @@ def install(app: FastAPI, *, api_prefix: str = "/api/v1") -> None:
                 routes=app.routes,
             )
             components = document.setdefault("components", {})
-            components.setdefault("schemas", {}).update(SCHEMAS)
+            components.setdefault("schemas", {}).update(component_schemas())
             components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
             document["security"] = [{BEARER_SCHEME: []}]
             _add_links(document, api_prefix)
