@@ -82,6 +82,7 @@ def accounts_router(db: Database, reader: BodyReader) -> APIRouter:
         "",
         summary="Create an account",
         **openapi.operation(
+            name="accounts_create",
             status=201,
             schema="AccountDocument",
             description="The new account.",
@@ -114,6 +115,7 @@ def accounts_router(db: Database, reader: BodyReader) -> APIRouter:
         "/{account_id}",
         summary="Get an account",
         **openapi.operation(
+            name="accounts_get",
             status=200,
             schema="AccountDocument",
             description="The account.",
@@ -136,6 +138,7 @@ def accounts_router(db: Database, reader: BodyReader) -> APIRouter:
         "",
         summary="List accounts, newest first",
         **openapi.operation(
+            name="accounts_list",
             status=200,
             schema="AccountList",
             description="One page of accounts.",
@@ -166,6 +169,7 @@ def accounts_router(db: Database, reader: BodyReader) -> APIRouter:
         "/{account_id}",
         summary="Update an account",
         **openapi.operation(
+            name="accounts_update",
             status=200,
             schema="AccountDocument",
             description="The updated account.",

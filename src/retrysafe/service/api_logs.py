@@ -115,6 +115,7 @@ def api_logs_router(db: Database) -> APIRouter:
         "",
         summary="Search API logs, newest first",
         **openapi.operation(
+            name="api_logs_list",
             status=200,
             schema="ApiLogList",
             description="One page of API-log entries of your organization.",
@@ -169,6 +170,7 @@ def api_logs_router(db: Database) -> APIRouter:
         "/{log_id}",
         summary="Get one API-log entry",
         **openapi.operation(
+            name="api_logs_get",
             status=200,
             schema="ApiLogDocument",
             description="The entry.",

@@ -186,7 +186,12 @@ def create_api(
         tags=["health"],
         summary="Whether this process can reach its database",
         **openapi.operation(
-            status=200, schema=None, description='{"status": "ok"}', errors=(503,), public=True
+            name="health_get",
+            status=200,
+            schema=None,
+            description='{"status": "ok"}',
+            errors=(503,),
+            public=True,
         ),
     )
     async def health(request: Request) -> Response:

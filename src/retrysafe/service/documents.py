@@ -131,6 +131,7 @@ def documents_router(db: Database, directory: Path) -> APIRouter:
         description="multipart/form-data with the part `file` (any size up to --max-upload,"
         " streamed to storage) and optionally `kind`.",
         **openapi.operation(
+            name="documents_create",
             status=201,
             schema="DocumentDocument",
             description="The stored document with its size and SHA-256.",
@@ -198,6 +199,7 @@ def documents_router(db: Database, directory: Path) -> APIRouter:
         "/documents/{document_id}",
         summary="Get a document's metadata",
         **openapi.operation(
+            name="documents_get",
             status=200,
             schema="DocumentDocument",
             description="The document.",
@@ -215,6 +217,7 @@ def documents_router(db: Database, directory: Path) -> APIRouter:
         summary="Download a document's content",
         response_class=Response,
         **openapi.operation(
+            name="documents_get_content",
             status=200,
             schema=None,
             description="The bytes as uploaded, as an attachment.",

@@ -136,13 +136,14 @@ def inquiries_router(db: Database, reader: BodyReader) -> APIRouter:
         description="Give `reference_id` (the account with it is joined or created) or"
         " `account_id`. Counts against the organization's inquiry quota.",
         **openapi.operation(
+            name="inquiries_create",
             status=201,
             schema="InquiryDocument",
             description="The new inquiry, in status created.",
             errors=(403, 404),
             write=True,
             body=("InquiryRequest", "InquiryForm"),
-            headers=openapi.QUOTA_HEADERS,
+            headers={201: openapi.QUOTA_HEADERS, 403: openapi.QUOTA_HEADERS},
         ),
     )
     async def create_inquiry(request: Request) -> Response:
@@ -201,12 +202,13 @@ def inquiries_router(db: Database, reader: BodyReader) -> APIRouter:
         "/{inquiry_id}",
         summary="Get an inquiry",
         **openapi.operation(
+            name="inquiries_get",
             status=200,
             schema="InquiryDocument",
             description="The inquiry.",
             errors=(403, 404),
             parameters=(path_id,),
-            headers=openapi.QUOTA_HEADERS,
+            headers={200: openapi.QUOTA_HEADERS},
         ),
     )
     async def get_inquiry(request: Request) -> Response:
@@ -227,6 +229,7 @@ def inquiries_router(db: Database, reader: BodyReader) -> APIRouter:
         "",
         summary="List inquiries, newest first",
         **openapi.operation(
+            name="inquiries_list",
             status=200,
             schema="InquiryList",
             description="One page of inquiries.",
@@ -268,6 +271,7 @@ def inquiries_router(db: Database, reader: BodyReader) -> APIRouter:
             summary=f"{action.capitalize()} an inquiry",
             description=f"{' or '.join(sources)} → {target}; any other status is 422.",
             **openapi.operation(
+                name=f"inquiries_{action}",
                 status=200,
                 schema="InquiryDocument",
                 description=f"The inquiry, now {target}.",

@@ -109,7 +109,7 @@ def json_request(request: RequestAttributes) -> Schema:
         "additionalProperties": False,
     }
     if request.either is not None:
-        attrs["oneOf"] = _exactly_one(request.either, form=False)
+        attrs["not"] = _both_or_neither(request.either, form=False)
     return {
         "type": "object",
         "required": ["data"],
@@ -134,26 +134,27 @@ def form_request(request: RequestAttributes) -> Schema:
         "additionalProperties": False,
     }
     if request.either is not None:
-        schema["oneOf"] = _exactly_one(request.either, form=True)
+        schema["not"] = _both_or_neither(request.either, form=True)
     return schema
 
 
-def _exactly_one(names: tuple[str, str], *, form: bool) -> list[Schema]:
-    """``oneOf`` branches: exactly one of two attributes is given (a JSON null is not given)."""
-    first, second = names
-    branches: list[Schema] = []
-    for given, other in ((first, second), (second, first)):
+def _both_or_neither(names: tuple[str, str], *, form: bool) -> Schema:
+    """Both of two attributes given, or neither (a JSON null is not given): what ``not`` refuses.
+
+    So exactly one must be given. Written as ``not`` rather than ``oneOf``: code
+    generators skip ``not`` and still make one plain model of the object, where
+    ``oneOf`` branches that only require properties became an untyped body
+    (openapi-python-client).
+    """
+
+    def given(name: str) -> Schema:
         if form:
-            field, other_field = form_field(given), form_field(other)
-            branches.append({"required": [field], "not": {"required": [other_field]}})
-        else:
-            branches.append(
-                {
-                    "required": [given],
-                    "properties": {given: {"type": "string"}, other: {"type": "null"}},
-                }
-            )
-    return branches
+            return {"required": [form_field(name)]}
+        return {"required": [name], "properties": {name: {"type": "string"}}}
+
+    both = {"allOf": [given(name) for name in names]}
+    neither = {"not": {"anyOf": [given(name) for name in names]}}
+    return {"anyOf": [both, neither]}
 
 
 def form_field(name: str) -> str:
@@ -170,27 +171,111 @@ def _document_upload() -> Schema:
     }
 
 
-# -- the error envelope ---------------------------------------------------------------
+# -- the error envelope, one schema per status -------------------------------------------
 
-ERROR: Schema = {
-    "type": "object",
-    "required": ["title", "details", "status", "code"],
-    "properties": {
-        "title": {"type": "string", "description": "The HTTP reason phrase."},
-        "details": {"type": "string", "description": "What to fix, in a sentence."},
-        "status": {"type": "string", "description": "The HTTP status, as a string."},
-        "code": {"type": "string", "description": "Stable snake_case machine code."},
-        "source": {
+ERROR_CODES: Mapping[int, tuple[str, ...]] = {
+    # invalid_value: a body with a shape error and a value error answers 400, and every
+    # object in it states the response's status (FieldErrors.raise_if_any).
+    400: (
+        "invalid_json",
+        "parameter_missing",
+        "invalid_type",
+        "unknown_parameter",
+        "invalid_parameter",
+        "invalid_multipart",
+        "invalid_idempotency_key",
+        "invalid_content_length",
+        "headers_too_large",
+        "query_too_long",
+        "invalid_value",
+    ),
+    401: ("unauthenticated",),
+    403: ("permission_denied", "quota_exceeded"),
+    404: ("not_found",),
+    405: ("method_not_allowed",),
+    409: ("duplicate_resource", "idempotency_request_in_progress"),
+    413: ("payload_too_large",),
+    415: ("unsupported_media_type",),
+    422: ("invalid_value", "invalid_state_transition", "idempotency_key_mismatch"),
+    429: ("rate_limited",),
+    500: ("internal_error",),
+    502: ("bad_gateway",),
+    503: ("service_unavailable",),
+    504: ("gateway_timeout",),
+}
+"""Every ``code`` each status can carry; a test holds it to the codes the source raises."""
+
+_ERROR_WHEN: Mapping[int, str] = {
+    400: "Malformed body, query or Idempotency-Key, or headers or query string over the size"
+    " limits.",
+    401: "No, unknown or revoked API key.",
+    403: "The key lacks the scope, or the organization's inquiry quota is spent.",
+    404: "Unknown id, or an object of another organization.",
+    405: "The path exists, but not for this method; see Allow.",
+    409: "Duplicate resource, or the same Idempotency-Key is still in flight (see Retry-After).",
+    413: "Body larger than the configured limit.",
+    415: "Unsupported Content-Type.",
+    422: "Invalid value, invalid state transition or idempotency key mismatch.",
+    429: "Rate limit exceeded; see Retry-After.",
+    500: "Unexpected failure; details name the Request-Id.",
+    502: "The upstream provider failed or answered nonsense.",
+    503: "Database unreachable or server overloaded; see Retry-After.",
+    504: "The request exceeded the server-side deadline, or the provider timed out.",
+}
+
+
+def _error_description(status: int) -> str:
+    return (
+        f"{reason_phrase(status)}: {_ERROR_WHEN[status]} Codes: {', '.join(ERROR_CODES[status])}."
+    )
+
+
+def _error(status: int | None) -> Schema:
+    code: Schema = {"type": "string", "description": "Stable snake_case machine code."}
+    status_schema: Schema = {"type": "string", "description": "The HTTP status, as a string."}
+    if status is not None:
+        code["enum"] = list(ERROR_CODES[status])
+        status_schema["const"] = str(status)
+    return {
+        "type": "object",
+        "required": ["title", "details", "status", "code"],
+        "properties": {
+            "title": {"type": "string", "description": "The HTTP reason phrase."},
+            "details": {"type": "string", "description": "What to fix, in a sentence."},
+            "status": status_schema,
+            "code": code,
+            "source": ref("ErrorSource"),
+        },
+    }
+
+
+def _errors(item: str) -> Schema:
+    return {
+        "type": "object",
+        "required": ["errors"],
+        "properties": {"errors": {"type": "array", "items": ref(item), "minItems": 1}},
+    }
+
+
+def errors_schema(status: int) -> str:
+    """The component name of the envelope a ``status`` answer carries."""
+    return f"Errors{status}"
+
+
+def _error_components() -> dict[str, Schema]:
+    components = {
+        "ErrorSource": {
             "type": "object",
             "properties": {"pointer": {"type": "string", "format": "json-pointer"}},
+            "description": "pointer: the JSON pointer of the field this error is about.",
         },
-    },
-}
-ERRORS: Schema = {
-    "type": "object",
-    "required": ["errors"],
-    "properties": {"errors": {"type": "array", "items": ref("Error"), "minItems": 1}},
-}
+        "Error": _error(None),
+        "Errors": _errors("Error"),
+    }
+    for status in ERROR_CODES:
+        components[f"Error{status}"] = _error(status)
+        components[errors_schema(status)] = _errors(f"Error{status}")
+    return components
 
 
 # -- the component schemas ---------------------------------------------------------------
@@ -212,7 +297,7 @@ _REQUESTS: Mapping[str, RequestAttributes] = {
 
 def component_schemas() -> dict[str, Schema]:
     """Every schema under ``components.schemas``, rendered from the descriptions."""
-    schemas: dict[str, Schema] = {"Error": ERROR, "Errors": ERRORS}
+    schemas: dict[str, Schema] = _error_components()
     for name, resource in _RESOURCE_SCHEMAS.items():
         schemas[name] = _resource(resource)
         schemas[f"{name}Document"] = _single(name)
@@ -225,29 +310,85 @@ def component_schemas() -> dict[str, Schema]:
     return schemas
 
 
-_LOCATION = {"Location": {"schema": {"type": "string"}, "description": "/api/v1/<type>/<id>"}}
-QUOTA_HEADERS = {
-    "QuotaLimit-Limit": {"schema": {"type": "integer"}, "description": "Inquiry quota."},
-    "QuotaLimit-Remaining": {"schema": {"type": "integer"}, "description": "Inquiries left."},
+# -- response headers ----------------------------------------------------------------------
+
+
+def _header(description: str, schema: Schema, *, required: bool = False) -> Schema:
+    header: Schema = {"description": description, "schema": schema}
+    if required:
+        header["required"] = True
+    return header
+
+
+_COUNT = {"type": "integer", "minimum": 0}
+_RETRY_AFTER = "Seconds to wait before retrying with the same Idempotency-Key."
+HEADERS: Mapping[str, Schema] = {
+    "Request-Id": _header(
+        "Unique id of this answer; quote it to support (a 5xx's details name it too).",
+        {"type": "string", "pattern": "^req_[0-9a-f]{24}$"},
+        required=True,
+    ),
+    "RateLimit-Limit": _header("Requests allowed per window.", _COUNT),
+    "RateLimit-Remaining": _header("Requests left in this window.", _COUNT),
+    "RateLimit-Reset": _header("Seconds until the window ends.", _COUNT),
+    "RateLimit-Policy": _header(
+        'The IETF draft\'s policy field, e.g. "default";q=100;w=1.', {"type": "string"}
+    ),
+    "RateLimit": _header('The IETF draft\'s field, e.g. "default";r=99;t=1.', {"type": "string"}),
+    "Retry-After": _header(_RETRY_AFTER, {"type": "integer", "minimum": 1}, required=True),
+    "Idempotent-Replayed": _header(
+        "true when this is the recorded answer to an earlier request with the same"
+        " Idempotency-Key (the handler did not run again).",
+        {"type": "string", "enum": ["true"]},
+    ),
+    "QuotaLimit-Limit": _header("The organization's inquiry quota.", {"type": "integer"}),
+    "QuotaLimit-Remaining": _header("Inquiries left in the quota.", {"type": "integer"}),
+    "Location": _header(
+        "/api/v1/<collection>/<id> of what was created.", {"type": "string"}, required=True
+    ),
+}
+"""``components.headers``: each response header, described once and referenced by name."""
+
+
+def _headers(*names: str) -> dict[str, Schema]:
+    return {name: {"$ref": f"#/components/headers/{name}"} for name in names}
+
+
+RATE_LIMIT = _headers(
+    "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy", "RateLimit"
+)
+"""On every answer of a rate-limited route, except those sent before the limiter runs
+(413, 415, a shed 503, a 400 for oversized headers or query)."""
+QUOTA_HEADERS = _headers("QuotaLimit-Limit", "QuotaLimit-Remaining")
+"""On inquiry answers of an organization that has a quota."""
+_IN_FLIGHT_RETRY_AFTER = {
+    "Retry-After": _header(
+        _RETRY_AFTER + " Only on idempotency_request_in_progress.",
+        {"type": "integer", "minimum": 1},
+    )
 }
 
-_ERROR_WHEN: Mapping[int, str] = {
-    400: "Malformed body, query or Idempotency-Key (invalid_json, parameter_missing, …),"
-    " or headers or query string over the size limits (headers_too_large, query_too_long).",
-    401: "No, unknown or revoked API key (unauthenticated).",
-    403: "The key lacks the scope (permission_denied) or the quota is spent (quota_exceeded).",
-    404: "Unknown id, or an object of another organization (not_found).",
-    409: "Duplicate resource, or the same Idempotency-Key is still in flight.",
-    413: "Body larger than the configured limit (payload_too_large).",
-    415: "Unsupported Content-Type (unsupported_media_type).",
-    422: "Invalid value, invalid state transition or idempotency key mismatch.",
-    429: "Rate limit exceeded (rate_limited); see Retry-After.",
-    500: "Unexpected failure (internal_error); details name the Request-Id.",
-    502: "The upstream provider failed or answered nonsense (bad_gateway).",
-    503: "Database unreachable or server overloaded (service_unavailable); see Retry-After.",
-    504: "The request exceeded the server-side deadline, or the provider timed out"
-    " (gateway_timeout).",
-}
+_BEFORE_RATE_LIMIT = {413, 415}
+"""Answered before the rate limiter: never with RateLimit-* (SPEC §2)."""
+_RECORDED = {400, 403, 404, 409, 422, 500, 502, 504}
+"""Error statuses a handler may produce, which the idempotency layer records and replays."""
+
+
+def _response_headers(
+    status: int, *, success: bool, write: bool, public: bool
+) -> dict[str, Schema]:
+    headers = _headers("Request-Id")
+    if not public and status not in _BEFORE_RATE_LIMIT:
+        headers.update(RATE_LIMIT)
+    if status in (429, 503):
+        headers.update(_headers("Retry-After"))
+    elif status == 409:
+        headers.update(_IN_FLIGHT_RETRY_AFTER)
+    if write and (success or status in _RECORDED):
+        headers.update(_headers("Idempotent-Replayed"))
+    if status == 201:
+        headers.update(_headers("Location"))
+    return headers
 
 
 # -- operations ------------------------------------------------------------------------
@@ -321,6 +462,7 @@ PAGE_PARAMETERS = (
 
 def operation(
     *,
+    name: str,
     status: int,
     schema: str | None,
     description: str,
@@ -330,45 +472,52 @@ def operation(
     form_only: bool = False,
     body_required: bool = True,
     parameters: Iterable[Schema] = (),
-    headers: Mapping[str, Schema] | None = None,
+    headers: Mapping[int, Mapping[str, Schema]] | None = None,
     public: bool = False,
 ) -> dict[str, Any]:
-    """Keyword arguments for a route decorator: responses, body and parameters.
+    """Keyword arguments for a route decorator: operationId, responses, body and parameters.
 
-    ``body`` is ``(json_schema, form_schema)``; with ``form_only`` only the form is
-    documented (uploads), and ``body_required=False`` makes it optional. ``write``
-    adds the errors every POST/PATCH can meet and the ``Idempotency-Key`` header.
-    ``public`` marks a route that needs no key and is not rate limited
-    (``/health``): no 401 or 429, and no security requirement.
+    ``name`` is the operationId (``accounts_create``): what a generated client calls
+    the method. ``body`` is ``(json_schema, form_schema)``; with ``form_only`` only
+    the form is documented (uploads). ``write`` adds the errors every POST/PATCH can
+    meet and the ``Idempotency-Key`` header. ``public`` marks a route that needs no
+    key and is not rate limited (``/health``): no 401 or 429, and no security
+    requirement. ``headers`` adds response headers by status.
     """
-    success: Schema = {"description": description}
-    if schema is not None:
-        success["content"] = {"application/json": {"schema": ref(schema)}}
-    response_headers = dict(headers or {})
-    if status == 201:
-        response_headers.update(_LOCATION)
-    if response_headers:
-        success["headers"] = response_headers
+    extra_headers = headers or {}
     codes = sorted({*errors, *_ALWAYS, *(_WRITES if write else ())} - (_GATED if public else set()))
-    responses: dict[int | str, dict[str, Any]] = {status: success}
-    for code in codes:
-        responses[code] = {
-            "description": f"{reason_phrase(code)}: {_ERROR_WHEN[code]}",
-            "content": {"application/json": {"schema": ref("Errors")}},
+    responses: dict[int | str, dict[str, Any]] = {}
+    for code in (status, *codes):
+        success = code == status
+        response: Schema = {
+            "description": description if success else _error_description(code),
+            "headers": {
+                **_response_headers(code, success=success, write=write, public=public),
+                **extra_headers.get(code, {}),
+            },
         }
+        answer = schema if success else errors_schema(code)
+        if answer is not None:
+            response["content"] = {"application/json": {"schema": ref(answer)}}
+        responses[code] = response
     extra: dict[str, Any] = {}
     if body is not None:
         json_schema, form_schema = body
-        content: dict[str, Any] = {"multipart/form-data": {"schema": ref(form_schema)}}
+        media: dict[str, Any] = {"multipart/form-data": {"schema": ref(form_schema)}}
         if not form_only:
-            content = {"application/json": {"schema": ref(json_schema)}, **content}
-        extra["requestBody"] = {"required": body_required, "content": content}
+            media = {"application/json": {"schema": ref(json_schema)}, **media}
+        extra["requestBody"] = {"required": body_required, "content": media}
     all_parameters = [*parameters, *((IDEMPOTENCY_KEY_PARAMETER,) if write else ())]
     if all_parameters:
         extra["parameters"] = all_parameters
     if public:
         extra["security"] = []
-    return {"status_code": status, "responses": responses, "openapi_extra": extra}
+    return {
+        "operation_id": name,
+        "status_code": status,
+        "responses": responses,
+        "openapi_extra": extra,
+    }
 
 
 RESOURCES: Mapping[str, tuple[str, str]] = {
@@ -404,6 +553,7 @@ def install(app: FastAPI, *, api_prefix: str = "/api/v1") -> None:
             )
             components = document.setdefault("components", {})
             components.setdefault("schemas", {}).update(component_schemas())
+            components.setdefault("headers", {}).update(HEADERS)
             components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
             document["security"] = [{BEARER_SCHEME: []}]
             _add_links(document, api_prefix)

@@ -89,6 +89,7 @@ def verifications_router(db: Database, reader: BodyReader, provider: ProviderCli
         " its result. With an Idempotency-Key a retry never runs a second check, also after"
         " a crash between the provider's answer and ours.",
         **openapi.operation(
+            name="verifications_create",
             status=201,
             schema="VerificationDocument",
             description="The verification, passed or failed, with the provider's reasons.",
@@ -154,6 +155,7 @@ def verifications_router(db: Database, reader: BodyReader, provider: ProviderCli
         "/verifications/{verification_id}",
         summary="Get a verification",
         **openapi.operation(
+            name="verifications_get",
             status=200,
             schema="VerificationDocument",
             description="The verification.",
