@@ -196,6 +196,7 @@ ERROR_CODES: Mapping[int, tuple[str, ...]] = {
     409: ("duplicate_resource", "idempotency_request_in_progress"),
     413: ("payload_too_large",),
     415: ("unsupported_media_type",),
+    416: ("range_not_satisfiable",),
     422: ("invalid_value", "invalid_state_transition", "idempotency_key_mismatch"),
     429: ("rate_limited",),
     500: ("internal_error",),
@@ -215,6 +216,7 @@ _ERROR_WHEN: Mapping[int, str] = {
     409: "Duplicate resource, or the same Idempotency-Key is still in flight (see Retry-After).",
     413: "Body larger than the configured limit.",
     415: "Unsupported Content-Type.",
+    416: "The range starts past the end; Content-Range names the size.",
     422: "Invalid value, invalid state transition or idempotency key mismatch.",
     429: "Rate limit exceeded; see Retry-After.",
     500: "Unexpected failure; details name the Request-Id.",
@@ -474,6 +476,7 @@ def operation(
     parameters: Iterable[Schema] = (),
     headers: Mapping[int, Mapping[str, Schema]] | None = None,
     public: bool = False,
+    also: Mapping[int, str] | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for a route decorator: operationId, responses, body and parameters.
 
@@ -482,21 +485,23 @@ def operation(
     the form is documented (uploads). ``write`` adds the errors every POST/PATCH can
     meet and the ``Idempotency-Key`` header. ``public`` marks a route that needs no
     key and is not rate limited (``/health``): no 401 or 429, and no security
-    requirement. ``headers`` adds response headers by status.
+    requirement. ``headers`` adds response headers by status; ``also`` names other
+    success statuses (``206``) with their descriptions, answered without a body schema.
     """
     extra_headers = headers or {}
     codes = sorted({*errors, *_ALWAYS, *(_WRITES if write else ())} - (_GATED if public else set()))
     responses: dict[int | str, dict[str, Any]] = {}
-    for code in (status, *codes):
-        success = code == status
+    successes = {status: description, **(also or {})}
+    for code in (*successes, *codes):
+        success = code in successes
         response: Schema = {
-            "description": description if success else _error_description(code),
+            "description": successes[code] if success else _error_description(code),
             "headers": {
                 **_response_headers(code, success=success, write=write, public=public),
                 **extra_headers.get(code, {}),
             },
         }
-        answer = schema if success else errors_schema(code)
+        answer = (schema if code == status else None) if success else errors_schema(code)
         if answer is not None:
             response["content"] = {"application/json": {"schema": ref(answer)}}
         responses[code] = response
