@@ -8,19 +8,18 @@ so a new code cannot go undocumented and a removed one cannot linger.
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
+from tests.fuzz import test_openapi_document
 
 import retrysafe
-from retrysafe.database import Database
-from retrysafe.service.app import create_api
 from retrysafe.service.openapi import ERROR_CODES
-from retrysafe.settings import Settings
 
 Document = dict[str, Any]
+# The document of an app never served (a module fixture), and its (METHOD, path, op) triples.
+document = test_openapi_document.document
+operations = test_openapi_document.operations
 PACKAGE = Path(retrysafe.__file__).parent
 
 OPERATION_IDS = {
@@ -44,19 +43,6 @@ OPERATION_IDS = {
     ("GET", "/api/v1/api-logs/{log_id}"): "api_logs_get",
     ("GET", "/health"): "health_get",
 }
-
-
-@pytest.fixture(scope="module")
-def document(tmp_path_factory: pytest.TempPathFactory) -> Document:
-    directory = tmp_path_factory.mktemp("generators")
-    settings = Settings(database_url=f"sqlite:///{directory / 'db'}", document_dir=directory)
-    return create_api(Database(settings.database_url), settings).openapi()
-
-
-def operations(document: Document) -> Iterator[tuple[str, str, Document]]:
-    for path, item in document["paths"].items():
-        for method, operation in item.items():
-            yield method.upper(), path, operation
 
 
 def headers_of(document: Document, response: Document) -> dict[str, Document]:
