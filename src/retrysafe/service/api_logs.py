@@ -133,7 +133,7 @@ def api_logs_router(db: Database) -> APIRouter:
                 ),
                 openapi.query_parameter(
                     "filter[status]",
-                    {"type": "string", "pattern": "^[1-5]([0-9]{2}|xx)$"},
+                    {"type": "string", "pattern": f"^{_STATUS.pattern}$"},
                     "A status (404) or a class of them (4xx).",
                 ),
                 openapi.query_parameter(
