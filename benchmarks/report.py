@@ -217,11 +217,15 @@ def _cpu(measurement: Measurement) -> float:
 
 
 def _best(passes: Sequence[dict[str, Measurement]], keys: Sequence[str]) -> str | None:
-    """Of ``keys``, the row with the highest median req/s in this run, if any was measured."""
+    """Of ``keys``, the row with the highest median req/s in this run, if any was measured.
+
+    A peer whose answers were mostly not the row's status (fastapi-idempotency-key's
+    Redis backend answers every replay 422) did not do the work, so it is left out.
+    """
     medians = {
         key: _median(one[key].result.rps for one in passes if key in one)
         for key in keys
-        if any(key in one for one in passes)
+        if any(key in one for one in passes) and not _invalid(passes, key)
     }
     return max(medians, key=lambda key: medians[key]) if medians else None
 

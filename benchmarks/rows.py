@@ -69,6 +69,14 @@ PEER_BACKENDS = {
 }
 """The peers measured, and the store each is wired with (its Redis backend where it has one)."""
 
+PEER_NOTES = {
+    "fastapi-idempotency-key": (
+        "its Redis backend stores the completed record with an empty fingerprint"
+        " (RedisBackend.store_response), so every replay answers 422 mismatch"
+    ),
+}
+"""What a peer is known to get wrong on these rows, read in its code and seen in the runs."""
+
 PEER_MODULES = {
     "asgi-idempotency-header": "idempotency_header_middleware",
     "fastapi-idempotency-key": "fastapi_idempotency_key",

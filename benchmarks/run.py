@@ -321,6 +321,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         " pass (anchor_postgres for the PostgreSQL rows, anchor_sqlite for the others)",
     }
     facts.update({f"row {key} skipped": reason for key, reason in skipped.items()})
+    measured_peers = {row.server.variant for row in to_run if row.server.kind == "peer"}
+    facts.update(
+        {f"peer {name}": note for name, note in rows.PEER_NOTES.items() if name in measured_peers}
+    )
     measured = {key: m for key, m in passes[0].items()} if passes else {}
     section = report.results_section(
         summaries=summaries,
