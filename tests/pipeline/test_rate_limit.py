@@ -437,3 +437,29 @@ class TestProcessCounters:
     async def test_memory_urls_get_the_process_counters(self) -> None:
         for url in (None, "memory://", "async+memory://"):
             assert isinstance(RateLimiter.from_settings("5/minute", url).storage, ProcessCounters)
+
+
+@pytest.mark.redis
+async def test_a_hit_on_redis_is_one_round_trip_on_limits_own_counter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Count and reset come back from one script; limits' strategy reads the same counter."""
+    if not await redis_service.reachable():
+        pytest.skip(redis_service.SKIP_REASON)
+    limiter = RateLimiter.from_settings("5/minute", redis_service.URL)
+    identifier = "key:" + uuid.uuid4().hex
+
+    async def no_second_round_trip(key: str) -> float:
+        raise AssertionError("get_expiry called: the hit took a second round trip")
+
+    monkeypatch.setattr(limiter.storage, "get_expiry", no_second_round_trip)
+    try:
+        outcomes = [await limiter.hit(identifier) for _ in range(2)]
+        assert [o.remaining for o in outcomes] == [4, 3]
+        assert all(59 <= o.reset_after <= 60 for o in outcomes)
+        monkeypatch.undo()  # the strategy reads the reset through get_expiry
+        stats = await limiter.strategy.get_window_stats(limiter.item, identifier)
+        assert stats.remaining == 3
+    finally:
+        await limiter.storage.clear(limiter.key_for(identifier))
+        await limiter.aclose()

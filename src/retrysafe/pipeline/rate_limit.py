@@ -15,17 +15,19 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import structlog
 from limits import RateLimitItem, parse_many
-from limits.aio.storage import MemoryStorage, Storage
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.errors import ConfigurationError, StorageError
 from limits.storage import storage_from_string
 from redis.asyncio import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
 
 from retrysafe.asgi import ASGIApp, Message, Receive, Scope, Send, header, state
 from retrysafe.envelope import ApiError, send_error
@@ -58,6 +60,15 @@ _POLICY_NAME = "default"
 RATE_LIMIT_STATE_KEY = "retrysafe.rate_limit"
 """State key holding the request's :class:`RateLimitState`; the observation layer logs it."""
 
+
+_INCR_WITH_TTL = """
+local current = redis.call("incrby", KEYS[1], 1)
+if current == 1 then
+    redis.call("expire", KEYS[1], ARGV[1])
+end
+return {current, redis.call("pttl", KEYS[1])}
+"""
+"""limits' own incr_expire.lua, answering the window's remaining time in the same round trip."""
 
 SWEEP_INTERVAL = 10.0
 """Seconds between sweeps of expired windows out of :class:`ProcessCounters`."""
@@ -152,6 +163,7 @@ class RateLimiter:
         self.on_storage_error: Callable[[], None] | None = None
         """Called on each failed call to the shared storage; the service counts them."""
         self.strategy = FixedWindowRateLimiter(storage)
+        self._incr_with_ttl = _window_script(storage)
         self._expiry = item.get_expiry()
         # item.key_for(identifier), precomputed around the identifier: it runs per request.
         self._key_prefix = f"{item.namespace}/"
@@ -231,9 +243,24 @@ class RateLimiter:
     async def _count(self, storage: Storage, key: str) -> RateLimitState:
         if isinstance(storage, ProcessCounters):
             return self._state(*storage.hit_window(key, self._expiry))
+        if storage is self.storage and self._incr_with_ttl is not None:
+            return await self._count_on_redis(self._incr_with_ttl, key)
         count = await storage.incr(key, self._expiry)
         reset_at = await storage.get_expiry(key)
         return self._state(count, reset_at, time.time())
+
+    async def _count_on_redis(self, script: AsyncScript, key: str) -> RateLimitState:
+        """One round trip instead of limits' two (``incr``, then ``ttl`` for the reset)."""
+        assert isinstance(self.storage, RedisStorage)
+        try:
+            count, ttl_ms = await script(
+                keys=[self.storage.bridge.prefixed_key(key)], args=[self._expiry]
+            )
+        except (RedisError, OSError) as exc:
+            # What limits' wrap_exceptions would have raised: the outage path handles it.
+            raise StorageError(exc) from exc
+        now = time.time()
+        return self._state(int(count), now + max(int(ttl_ms), 0) / 1000, now)
 
     def _state(self, count: int, reset_at: float, now: float) -> RateLimitState:
         amount = self.item.amount
@@ -288,6 +315,24 @@ class RateLimiter:
             f"Rate limit of {self.item!r} exceeded; retry after {retry_after} s.",
             headers={"Retry-After": str(retry_after)},
         )
+
+
+def _window_script(storage: Storage) -> AsyncScript | None:
+    """The one-round-trip hit for limits' redis-py storage, registered on its own client.
+
+    The key is the one limits' ``incr`` uses (its bridge's prefix), so its
+    strategies and ``clear`` see the same counter. Other storages keep limits' calls.
+    """
+    if not isinstance(storage, RedisStorage):
+        return None
+    from limits.aio.storage.redis.redispy import RedispyBridge
+
+    bridge = storage.bridge
+    if not isinstance(bridge, RedispyBridge):
+        return None
+    # limits types its client as a protocol whose register_script returns a sync Script;
+    # redis.asyncio's returns the AsyncScript awaited above.
+    return cast(AsyncScript, bridge.get_connection().register_script(_INCR_WITH_TTL.encode()))
 
 
 def _redis_pool(url: str) -> ConnectionPool | None:
