@@ -73,36 +73,44 @@ class _RequestLogger:
     costs a dict lookup.
     """
 
-    __slots__ = ("_bound", "_enabled", "_identity")
+    __slots__ = ("_bound", "_context", "_enabled", "_factory", "_processors", "_stdout", "_wrapper")
 
     def __init__(self) -> None:
-        self._identity: tuple[object, ...] = ()
+        self._wrapper: object = None
+        self._processors: object = None
+        self._factory: object = None
+        self._context: object = None
+        self._stdout: object = None
         self._bound: Any = None
         self._enabled: dict[int, bool] = {}
 
     def method(self, level: int) -> Callable[..., Any] | None:
         """The bound logger's method for ``level``, or ``None`` when that level is filtered."""
         config = structlog.get_config()
-        identity = (
-            config["wrapper_class"],
-            config["processors"],
-            config["logger_factory"],
-            config["context_class"],
-            sys.stdout,
-        )
-        if len(identity) != len(self._identity) or any(
-            new is not old for new, old in zip(identity, self._identity, strict=True)
+        if (
+            config["wrapper_class"] is not self._wrapper
+            or config["processors"] is not self._processors
+            or config["logger_factory"] is not self._factory
+            or config["context_class"] is not self._context
+            or sys.stdout is not self._stdout
         ):
-            self._bound = logger.bind()
-            is_enabled = getattr(self._bound, "is_enabled_for", None)
-            self._enabled = {
-                each: bool(is_enabled(each)) if callable(is_enabled) else True
-                for each in (logging.DEBUG, logging.INFO, logging.WARNING)
-            }
-            self._identity = identity
+            self._bind(config)
         if not self._enabled[level]:
             return None
         return getattr(self._bound, logging.getLevelName(level).lower())  # type: ignore[no-any-return]
+
+    def _bind(self, config: dict[str, Any]) -> None:
+        self._bound = logger.bind()
+        is_enabled = getattr(self._bound, "is_enabled_for", None)
+        self._enabled = {
+            each: bool(is_enabled(each)) if callable(is_enabled) else True
+            for each in (logging.DEBUG, logging.INFO, logging.WARNING)
+        }
+        self._wrapper = config["wrapper_class"]
+        self._processors = config["processors"]
+        self._factory = config["logger_factory"]
+        self._context = config["context_class"]
+        self._stdout = sys.stdout
 
 
 class ObservationLayer:
