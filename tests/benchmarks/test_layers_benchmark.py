@@ -68,3 +68,12 @@ async def test_a_stack_that_refuses_the_request_stops_the_run(
 
 async def test_the_idempotency_layer_replays_from_the_memory_store() -> None:
     assert await layers.measure_replay(requests=20, rounds=1) > 0
+
+
+async def test_the_served_stack_answers_the_canned_replay() -> None:
+    from benchmarks import layer_stack_app
+
+    for app in (layer_stack_app.stack, layer_stack_app.bare):
+        answer = layers.Answer()
+        await app(layers.request_scope(), layers.receive_body, answer)
+        assert answer.status == 201
