@@ -24,8 +24,9 @@ from retrysafe.log_config import configure_structlog
 from retrysafe.observability.metrics import Metrics
 from retrysafe.settings import Settings
 
-# As `retrysafe serve --log-level warning` sets it up (LOG_LEVEL=info writes the lines).
-configure_structlog(os.environ.get("LOG_LEVEL", "warning"))
+if __name__ == "layer_stack_app":  # served by uvicorn, not imported by a test
+    # As `retrysafe serve --log-level warning` sets it up (LOG_LEVEL=info writes the lines).
+    configure_structlog(os.environ.get("LOG_LEVEL", "warning"))
 
 
 def _stacked() -> ASGIApp:
