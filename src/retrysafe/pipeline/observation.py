@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -373,6 +374,8 @@ def _final_status(
     return rendered.status, rendered.errors[0].code
 
 
+# Replayed errors (a recorded 400 sent again) are the same bytes every time: parse once.
+@functools.lru_cache(maxsize=256)
 def _error_code(body: bytes) -> str | None:
     try:
         code = json.loads(body)["errors"][0]["code"]
