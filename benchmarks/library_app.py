@@ -6,8 +6,9 @@
 What a team adding retrysafe to an existing FastAPI app measures: the anchor's
 handler unchanged (``anchor_sqlite.app``, imported from the shared anchors, not
 copied), wrapped in the pipeline with an idempotency store of its own. The
-tenant is the presented key (one key, one tenant: ``BENCH_KEY``), and the rate
-limiter gets a limit it never reaches, since there is no way yet to leave it out.
+tenant is the presented key (one key, one tenant: ``BENCH_KEY``), the rate
+limiter gets a limit it never reaches, since there is no way yet to leave it
+out, and structlog is set up as ``retrysafe serve --log-level warning`` does.
 
 This is the one module to switch when the public entry point (issue 13,
 ``retrysafe.asgi``) lands: :func:`mounted` composes with what exists today.
@@ -21,6 +22,7 @@ from anchor_sqlite import app as anchor  # type: ignore[import-not-found]
 
 from retrysafe.asgi import ASGIApp
 from retrysafe.idempotency.store import IdempotencyStore
+from retrysafe.log_config import configure_structlog
 from retrysafe.pipeline import build_pipeline
 from retrysafe.pipeline.principal import Principal
 from retrysafe.pipeline.rate_limit import RateLimiter
@@ -66,6 +68,10 @@ def mounted(handler: ASGIApp, idempotency_store: IdempotencyStore, api_key: str)
         rate_limiter=RateLimiter.from_settings("1000000/second"),
     )
 
+
+# As the retrysafe rows run (--log-level warning): unconfigured, structlog would print
+# every request line to the console, which no service row pays for.
+configure_structlog(os.environ.get("LOG_LEVEL", "warning"))
 
 app = mounted(
     anchor,
