@@ -140,12 +140,13 @@ async def _tail(
         emit(row)
     if not follow:
         return
-    typer.echo("retrysafe: following the API log (Ctrl-C to stop)", err=True)
     # Entries already there count as shown (the backlog, and what -n left out).
     watermark = lowest_id("log", time.time() - LAG)
     async with db.read() as conn:
         existing = select(api_logs.c.id).where(api_logs.c.id > watermark)
         seen = set((await conn.execute(existing)).scalars())
+    # Said only once that snapshot is taken: an entry written after this line is new.
+    typer.echo("retrysafe: following the API log (Ctrl-C to stop)", err=True)
     history: deque[tuple[float, str]] = deque()
     while True:
         await asyncio.sleep(interval)

@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, literal_column, or_, select, text, update
+from sqlalchemy import and_, bindparam, case, delete, literal_column, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -69,6 +69,10 @@ _RESPONSE: dict[str, BindParameter[Any]] = {
     name: bindparam("p_" + name) for name in _RESPONSE_COLUMNS
 }
 _ONE: ColumnClause[Any] = literal_column("1")
+# A live lease always wins over expiry: a record past its TTL is free only once no
+# holder's lease lives either (the claim, the record and purge all use this rule).
+_LEASE_OVER = or_(records.c.locked_until.is_(None), records.c.locked_until <= bindparam("now"))
+_EXPIRED = and_(records.c.expires_at <= bindparam("now"), _LEASE_OVER)
 # Statements are built once: constructing and cache-keying a Core statement per
 # request costs more CPU than executing it.
 _LOAD = select(records).where(_THIS_RECORD)
@@ -98,19 +102,25 @@ _CHECKPOINT = (
         recovery_point=bindparam("p_point"),
         recovery_data=bindparam("p_data"),
         locked_until=bindparam("p_locked_until"),
+        # Expiry never falls before the lease: the answer that follows the external
+        # call is replayed at least until the lease would have ended.
+        expires_at=case(
+            (records.c.expires_at < bindparam("p_locked_until"), bindparam("p_locked_until")),
+            else_=records.c.expires_at,
+        ),
     )
     .returning(_ONE)
 )
 _RELEASE = update(records).where(_OURS).values(locked_until=bindparam("p_locked_until"))
-_PURGE = delete(records).where(
-    records.c.expires_at <= bindparam("now"),
-    or_(records.c.locked_until.is_(None), records.c.locked_until <= bindparam("now")),
-)
+_PURGE = delete(records).where(_EXPIRED)
 _PG_TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(hashtextextended(:lock, 0))")
 
 
 def _claim_statement(insert: Any) -> Any:
-    """Claim a key, overwriting an expired record in the same statement (the key is new again)."""
+    """Claim a key, overwriting an expired record in the same statement (the key is new again).
+
+    Expired means past its TTL with no live lease: a holder still working keeps its key.
+    """
     fresh: dict[str, Any] = {
         "fingerprint": bindparam("p_fingerprint"),
         "status": _IN_PROGRESS,
@@ -128,7 +138,7 @@ def _claim_statement(insert: Any) -> Any:
     return statement.on_conflict_do_update(
         index_elements=[records.c.organization_id, records.c.key],
         set_=fresh,
-        where=records.c.expires_at <= bindparam("now"),
+        where=_EXPIRED,
     ).returning(_ONE)
 
 
@@ -155,7 +165,7 @@ def _record_statement(insert: Any) -> Any:
         **finished,
     )
     ours = or_(
-        records.c.expires_at <= bindparam("now"),
+        _EXPIRED,
         and_(records.c.status == _IN_PROGRESS, records.c.locked_until <= bindparam("now")),
     )
     return statement.on_conflict_do_update(
