@@ -47,7 +47,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "provider": frozenset({"provider", "core"}),
     "pipeline": frozenset({"pipeline", "idempotency", "observability", "asgi", "core"}),
     "library": frozenset(
-        {"library", "pipeline", "stores", "idempotency", "observability", "asgi", "core"}
+        {"library", "pipeline", "stores", "idempotency", "observability", "config", "asgi", "core"}
     ),
     "observability": frozenset({"observability", "database", "asgi", "core"}),
     "idempotency": frozenset({"idempotency", "core"}),

@@ -23,6 +23,7 @@ import structlog
 from retrysafe.asgi import ASGIApp, Message, Receive, Scope, Send
 from retrysafe.idempotency.recovery import lease_seconds
 from retrysafe.idempotency.store import IdempotencyStore
+from retrysafe.log_config import configure_structlog
 from retrysafe.observability.metrics import Metrics
 from retrysafe.pipeline import MIB, PipelineConfig, build_pipeline
 from retrysafe.pipeline.idempotency import DEFAULT_MAX_RECORDED_RESPONSE
@@ -58,6 +59,13 @@ class RetrySafe:
     deadline, records kept 24 h, responses to keyed requests up to 10 MiB (a larger
     one is not sent: a 500 saying so is recorded and replayed instead).
 
+    Logging: retrysafe logs with structlog. When nothing has configured structlog
+    (whose default prints every event to stdout, at a real CPU cost per request),
+    RetrySafe configures it to keep ``log_level`` and above (``"warning"``: the lines
+    of 5xx answers and of outages) as JSON lines on stdout; ``log_level="info"``
+    logs every request's line, and ``log_level=None`` leaves structlog alone. An
+    app that configures structlog itself keeps its configuration.
+
     The app's own errors are turned into the envelope too: the exception
     handlers of :mod:`retrysafe.integrations` are installed on a FastAPI,
     Starlette or Litestar app (where the app has not registered its own for the
@@ -80,6 +88,7 @@ class RetrySafe:
         max_recorded_response: int = DEFAULT_MAX_RECORDED_RESPONSE,
         purge_interval: float = DEFAULT_PURGE_INTERVAL,
         install_error_handlers: bool = True,
+        log_level: str | None = "warning",
         metrics: Metrics | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
@@ -116,6 +125,8 @@ class RetrySafe:
         )
         self.purge_interval = purge_interval
         self._clock = clock or time.time
+        if log_level is not None and not structlog.is_configured():
+            configure_structlog(log_level)
         if install_error_handlers:
             install_exception_handlers(app)
         self.pipeline = build_pipeline(
