@@ -123,6 +123,15 @@ def serve(
             metavar="N",
         ),
     ] = _DEFAULTS.db_pool_size,
+    sqlite_synchronous: Annotated[
+        str,
+        _option(
+            "sqlite-synchronous",
+            "full: every acknowledged write survives a power cut; normal: one fsync"
+            " fewer per commit, a power cut may undo the last ones.",
+            metavar="full|normal",
+        ),
+    ] = _DEFAULTS.sqlite_synchronous,
     redis: Annotated[
         str | None,
         _option(
@@ -209,6 +218,7 @@ def serve(
         Settings(
             database_url=database,
             db_pool_size=db_pool_size,
+            sqlite_synchronous=sqlite_synchronous.lower(),
             redis_url=redis or None,
             rate_limit=rate_limit,
             auth_failure_limit=auth_failure_limit,

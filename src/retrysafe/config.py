@@ -19,6 +19,7 @@ ENV_PREFIX = "RETRYSAFE_"
 DATABASE_SCHEMES = frozenset({"sqlite", "postgresql", "postgres"})
 REDIS_SCHEMES = frozenset({"redis", "rediss", "redis+unix"})
 PROVIDER_SCHEMES = frozenset({"http", "https"})
+SQLITE_SYNCHRONOUS = ("full", "normal")
 
 
 class ConfigError(ValueError):
@@ -69,6 +70,7 @@ def parse_bool(text: str) -> bool:
 SERVER_OPTIONS: tuple[Option, ...] = (
     Option("database", "database_url", str),
     Option("db-pool-size", "db_pool_size", int),
+    Option("sqlite-synchronous", "sqlite_synchronous", str),
     Option("redis", "redis_url", _optional_str),
     Option("rate-limit", "rate_limit", str),
     Option("auth-failure-limit", "auth_failure_limit", str),
@@ -141,6 +143,9 @@ def check(settings: Settings) -> Settings:
     check_rate_limit(settings.rate_limit)
     check_rate_limit(settings.auth_failure_limit, "auth_failure_limit")
     _at_least(settings.db_pool_size, 1, "db_pool_size", "connection")
+    if settings.sqlite_synchronous not in SQLITE_SYNCHRONOUS:
+        label = _BY_FIELD["sqlite_synchronous"].label
+        raise ConfigError(f"{label} must be full or normal, got {settings.sqlite_synchronous!r}")
     _at_least(settings.idempotency_ttl, 1, "idempotency_ttl", "second")
     _at_least(settings.max_body, 1, "max_body", "byte")
     _at_least(settings.max_upload, 1, "max_upload", "byte")

@@ -24,6 +24,17 @@ class Settings:
     server's ``max_connections``. Ignored on SQLite.
     """
 
+    sqlite_synchronous: str = "full"
+    """SQLite's ``PRAGMA synchronous`` for the server's writes: ``full`` or ``normal``.
+
+    ``full`` (the default) syncs every commit to disk before the answer is sent, so
+    an acknowledged write survives a power cut or an OS crash. ``normal`` skips that
+    sync (SQLite then syncs at checkpoints): faster, but a power cut can undo the
+    last acknowledged commits, and their retries would execute again. Commits are
+    shared by the requests ready at once (group commit), so ``full`` costs one fsync
+    per group, not per request. Ignored on PostgreSQL (``synchronous_commit`` stays on).
+    """
+
     redis_url: str | None = None
     """Shared rate-limit storage; ``None`` keeps limits in this process only."""
 

@@ -8,6 +8,7 @@ from sqlalchemy import bindparam, select
 
 from retrysafe.database import Database
 from retrysafe.database.schema import api_keys
+from retrysafe.database.sqlite_driver import BUSY
 from retrysafe.pipeline.principal import Principal
 from retrysafe.service.admin import SCOPE_SEPARATOR
 from retrysafe.service.api_keys import secret_matches, split_presented
@@ -41,8 +42,12 @@ class DatabaseAuthenticator:
         if parts is None:
             return None
         key_id, secret = parts
-        async with self._db.read() as conn:
-            row = await self._active_key.first(conn, {"key_id": key_id})
+        params = {"key_id": key_id}
+        # On SQLite an inline read (no thread hop); it steps aside when it cannot run at once.
+        row = self._active_key.first_now(params)
+        if row is BUSY:
+            async with self._db.read_committed() as conn:
+                row = await self._active_key.first(conn, params)
         if row is None:
             return None
         organization_id, secret_hash, scopes = row
