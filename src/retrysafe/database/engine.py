@@ -240,6 +240,27 @@ class Database:
                 if conn.in_transaction():
                     await conn.rollback()
 
+    async def insert_many(self, statement: PreparedInsert, rows: list[dict[str, Any]]) -> None:
+        """Insert ``rows`` in one transaction of their own (on SQLite a unit of a group commit).
+
+        Never part of a request transaction: for background batches (the API log).
+        """
+        if not rows:
+            return
+        if self.writer is not None:
+            sql = statement.prepared.sql
+            batch = [statement.prepared.values(row) for row in rows]
+            try:
+                await self.writer.run(partial(_execute_many, sql, batch))
+            except sqlite3.OperationalError as exc:
+                if is_busy(exc):
+                    raise DatabaseUnavailable(str(exc)) from exc
+                raise
+            return
+        async with self.transaction() as conn:
+            await conn.execute(statement.table.insert(), rows)
+            await conn.commit()
+
     @contextmanager
     def joined(self, transaction: RequestTransaction) -> Iterator[None]:
         """Make ``transaction`` the one every ``read``/``write``/``writes`` below joins."""
@@ -283,6 +304,10 @@ class InsertConflict(Exception):
     def error(self) -> BaseException:
         """What the handler asked to raise for the conflict (this, when it asked for nothing)."""
         return self._on_conflict() if self._on_conflict is not None else self
+
+
+def _execute_many(sql: str, batch: list[list[Any]], raw: sqlite3.Connection) -> None:
+    raw.executemany(sql, batch)
 
 
 def _insert_all(queued: list[QueuedInsert], raw: sqlite3.Connection) -> None:
