@@ -474,7 +474,13 @@ def _disconnect_is_unavailable(context: ExceptionContext) -> BaseException | Non
     The transaction did not commit, or (lost during COMMIT) nobody knows: either
     way the client retries with the same key, which executes or replays. SQLAlchemy
     still invalidates the connection, so the pool never hands it out again.
+
+    A statement interrupted by a cancellation (the request's deadline) is flagged
+    as a disconnect too, but it is not one: the cancellation goes on unchanged, so
+    the deadline layer answers its 504 rather than a 503.
     """
+    if not isinstance(context.original_exception, Exception):
+        return None  # CancelledError, KeyboardInterrupt: not a database failure
     if context.is_disconnect or is_busy(context.original_exception):
         return DatabaseUnavailable(str(context.original_exception))
     return None

@@ -37,6 +37,7 @@ its token gone and writes nothing (:class:`LeaseLost`).
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -86,6 +87,9 @@ __all__ = ["DEFAULT_LEASE_SECONDS", "SqlIdempotencyStore"]
 
 DEFAULT_LEASE_SECONDS = 60.0
 """How long a checkpointed record stays held without news from its holder."""
+
+_RECORD_AGAIN_TRIES = 20
+_RECORD_AGAIN_PAUSE = 0.05
 
 PURGE_BATCH = 1000
 """Expired records deleted per transaction, so a purge never holds the writer for long."""
@@ -471,6 +475,23 @@ class SqlIdempotencyStore:
                 raise RunAgain() from None
             await conn.commit()
 
+    async def _commit_record_again(self, attempt: _SqlAttempt, stored: dict[str, Any]) -> None:
+        """Record an answer whose claim was lost with its connection (see ``complete``).
+
+        The server may not have noticed the lost connection yet, so its advisory lock
+        can still be held for a moment: an in-flight verdict with nothing committed
+        is tried again briefly instead of being answered 409.
+        """
+        for _ in range(_RECORD_AGAIN_TRIES - 1):
+            try:
+                await self._commit_deferred(attempt, stored, [])
+                return
+            except Superseded as superseded:
+                if not isinstance(superseded.decision, InFlight):
+                    raise
+            await asyncio.sleep(_RECORD_AGAIN_PAUSE)
+        await self._commit_deferred(attempt, stored, [])
+
     async def _verdict_of_committed(self, attempt: _SqlAttempt) -> Replay | Mismatch | InFlight:
         return _verdict_on(_record_of(attempt.key, await self._committed_row(attempt.key)), attempt)
 
@@ -644,6 +665,16 @@ class _SqlAttempt:
             return
         try:
             conn = self._conn
+            if conn is not None and conn.invalidated and not self.checkpointed:
+                # A cancelled statement (the deadline) took the connection, and the
+                # uncommitted claim with it: record the answer as a new claim.
+                await self._end()
+                self._claimed = False
+                await self._store._commit_record_again(self, stored)
+                return
+            if conn is not None and conn.invalidated:
+                await self._end()  # the record is committed with our lease: a new phase
+                conn = None
             if failed and conn is not None:
                 if self.checkpointed:
                     # The record is committed with its lease: drop this phase's writes.
