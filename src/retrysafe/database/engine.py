@@ -26,7 +26,7 @@ from contextvars import ContextVar
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from sqlalchemy import Column, Table, event, literal_column
+from sqlalchemy import Column, Table, bindparam, event, literal_column
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import ExceptionContext
@@ -248,8 +248,9 @@ class Database:
         if not rows:
             return
         if self.writer is not None:
-            sql = statement.prepared.sql
-            batch = [statement.prepared.values(row) for row in rows]
+            prepared = statement.prepared_for(rows[0])
+            sql = prepared.sql
+            batch = [prepared.values(row) for row in rows]
             try:
                 await self.writer.run(partial(_execute_many, sql, batch))
             except sqlite3.OperationalError as exc:
@@ -284,7 +285,7 @@ class Database:
             return
         async with self.transaction() as conn:
             for insert, row, on_conflict in queued:
-                if not await insert.prepared.rows(conn, row) and insert.reports_conflict:
+                if not await insert.prepared_for(row).rows(conn, row) and insert.reports_conflict:
                     error = on_conflict() if on_conflict is not None else None
                     if error is not None:
                         raise error
@@ -313,7 +314,7 @@ def _execute_many(sql: str, batch: list[list[Any]], raw: sqlite3.Connection) -> 
 def _insert_all(queued: list[QueuedInsert], raw: sqlite3.Connection) -> None:
     """Run ``queued`` inline on the writer's connection; raise on the first conflict."""
     for insert, row, on_conflict in queued:
-        prepared = insert.prepared
+        prepared = insert.prepared_for(row)
         rows = raw.execute(prepared.sql, prepared.values(row)).fetchall()
         if insert.reports_conflict and not rows:
             raise InsertConflict(on_conflict)
@@ -357,25 +358,34 @@ class Writes:
 
 
 class PreparedInsert:
-    """An insert of one row into ``table``, with every column a parameter, compiled once.
+    """An insert of one row into ``table``, compiled once per set of columns rows give.
 
-    With ``unless`` it is ``INSERT … ON CONFLICT (unless) DO NOTHING RETURNING 1``: a
-    row comes back only when it was inserted, so a conflict is seen without an
-    error (which would abort a PostgreSQL transaction).
+    Columns a row leaves out get their defaults, as with ``table.insert()``. With
+    ``unless`` it is ``INSERT … ON CONFLICT (unless) DO NOTHING RETURNING 1``: a row
+    comes back only when it was inserted, so a conflict is seen without an error
+    (which would abort a PostgreSQL transaction).
     """
 
     def __init__(self, db: Database, table: Table, unless: tuple[Column[Any], ...]) -> None:
         self.table = table
-        self.columns = tuple(column.name for column in table.columns)
         self.unless = tuple(column.name for column in unless)
         self.reports_conflict = bool(unless)
-        insert = sqlite.insert if db.is_sqlite else postgresql.insert
-        statement: Any = insert(table)
-        if unless:
-            statement = statement.on_conflict_do_nothing(index_elements=list(unless)).returning(
-                literal_column("1")
-            )
-        self.prepared = db.prepare(statement)
+        self._db = db
+        self._compiled: dict[tuple[str, ...], Prepared] = {}
+
+    def prepared_for(self, row: Mapping[str, Any]) -> Prepared:
+        """The statement for a row with exactly ``row``'s columns."""
+        columns = tuple(row)
+        prepared = self._compiled.get(columns)
+        if prepared is None:
+            insert = sqlite.insert if self._db.is_sqlite else postgresql.insert
+            statement: Any = insert(self.table).values({name: bindparam(name) for name in columns})
+            if self.unless:
+                statement = statement.on_conflict_do_nothing(
+                    index_elements=list(self.unless)
+                ).returning(literal_column("1"))
+            prepared = self._compiled[columns] = self._db.prepare(statement)
+        return prepared
 
 
 class Prepared:

@@ -469,7 +469,10 @@ class SqlIdempotencyStore:
                 raise Superseded(await self._verdict_in(conn, attempt))
             try:
                 for insert, row, _ in inserts:
-                    if not await insert.prepared.rows(conn, row) and insert.reports_conflict:
+                    if (
+                        not await insert.prepared_for(row).rows(conn, row)
+                        and insert.reports_conflict
+                    ):
                         raise RunAgain()
             except IntegrityError:
                 raise RunAgain() from None
@@ -594,7 +597,7 @@ class _SqlAttempt:
             await self._store._savepoint_sql.rows(conn, {})
             queued, self._queued = self._queued, []
             for insert, row, _ in queued:
-                if not await insert.prepared.rows(conn, row) and insert.reports_conflict:
+                if not await insert.prepared_for(row).rows(conn, row) and insert.reports_conflict:
                     raise RunAgain()
         except (RunAgain, IntegrityError):
             await self._abort(run_again=True)
@@ -614,7 +617,7 @@ class _SqlAttempt:
             self._queued.append((statement, row, conflict))
             return
         conn = await self.connection()
-        inserted = await statement.prepared.rows(conn, row)
+        inserted = await statement.prepared_for(row).rows(conn, row)
         if not inserted and statement.reports_conflict and conflict is not None:
             raise conflict()
 
