@@ -26,6 +26,7 @@ from contextvars import ContextVar
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
+import asyncpg
 from sqlalchemy import Column, Table, bindparam, event, literal_column
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
@@ -36,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.util import greenlet_spawn
 
 from retrysafe.database import sqlite_driver
 from retrysafe.database.sqlite_driver import BUSY, Busy, is_busy
@@ -141,10 +143,12 @@ class Database:
             self._inline = sqlite_driver.InlineReader(path)
         else:
             # No overflow: pool_size is then the most this process ever opens, so
-            # processes x pool_size bounds what the server must allow.
+            # processes x pool_size bounds what the server must allow. No pre-ping:
+            # it cost three round trips per checkout (BEGIN, a ping, ROLLBACK). A
+            # connection the server dropped fails its first statement instead, which
+            # is a 503 and invalidates the pool (see _disconnect_is_unavailable).
             self.engine = create_async_engine(
                 async_url(url),
-                pool_pre_ping=True,
                 pool_size=pool_size,
                 max_overflow=0,
                 pool_timeout=pool_timeout,
@@ -179,6 +183,59 @@ class Database:
             return
         async with _connect(self.engine) as conn:
             yield conn
+
+    @asynccontextmanager
+    async def raw(self) -> AsyncIterator[Any]:
+        """PostgreSQL: a pooled connection, used straight on asyncpg (``asyncpg.Connection``).
+
+        For single statements on the hot path, outside SQLAlchemy's transaction
+        handling: each runs in its own implicit transaction, in one round trip,
+        prepared once per connection by asyncpg. The connection is one of the pool's,
+        so ``pool_size`` still bounds what the process opens. A lost connection is a
+        :class:`DatabaseUnavailable` and is not given back to the pool.
+        """
+        try:
+            proxied = await self.engine.raw_connection()
+        except (OSError, DBAPIError, PoolTimeout) as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
+        try:
+            yield proxied.driver_connection
+        except asyncpg.PostgresError as exc:
+            # The server answered: the statement failed, the connection is fine,
+            # unless the server is going away (connection exceptions, shutdown).
+            if isinstance(exc, _PG_SERVER_GOING):
+                proxied.invalidate(exc)
+                raise DatabaseUnavailable(str(exc)) from exc
+            raise
+        except _PG_CLIENT_FAILURES as exc:
+            # The socket, the protocol, a state left by an interrupted statement: the
+            # connection is unusable, and no statement of ours is known to have run.
+            proxied.invalidate(exc)
+            raise DatabaseUnavailable(str(exc)) from exc
+        except BaseException as exc:
+            # Cancelled mid-statement: asyncpg may still be talking to the server.
+            proxied.invalidate(exc)
+            raise
+        finally:
+            await greenlet_spawn(proxied.close)
+
+    async def first_committed(
+        self, statement: Prepared, parameters: Mapping[str, Any]
+    ) -> tuple[Any, ...] | None:
+        """The first row of a point lookup outside any transaction, by the cheapest way there is.
+
+        On SQLite inline on the loop (a reader connection when that cannot run at
+        once); on PostgreSQL one statement straight on asyncpg.
+        """
+        if self.is_sqlite:
+            row = statement.first_now(parameters)
+            if row is not BUSY:
+                return row
+            async with self.read_committed() as conn:
+                return await statement.first(conn, parameters)
+        async with self.raw() as conn:
+            found = await conn.fetchrow(statement.sql, *statement.values(parameters))
+            return None if found is None else tuple(found)
 
     @asynccontextmanager
     async def read_committed(self) -> AsyncIterator[AsyncConnection]:
@@ -283,13 +340,17 @@ class Database:
             except InsertConflict as conflict:
                 raise conflict.error() from None
             return
-        async with self.transaction() as conn:
-            for insert, row, on_conflict in queued:
-                if not await insert.prepared_for(row).rows(conn, row) and insert.reports_conflict:
-                    error = on_conflict() if on_conflict is not None else None
-                    if error is not None:
-                        raise error
-            await conn.commit()
+        async with self.raw() as conn:
+            if len(queued) == 1:  # one statement is atomic on its own: one round trip
+                conflicted = await _pg_insert(conn, queued[0])
+            else:
+                async with conn.transaction():
+                    for each in queued:
+                        conflicted = await _pg_insert(conn, each)
+                        if conflicted is not None:
+                            raise conflicted
+        if conflicted is not None:
+            raise conflicted
 
 
 QueuedInsert = tuple["PreparedInsert", Mapping[str, Any], "Callable[[], BaseException] | None"]
@@ -305,6 +366,16 @@ class InsertConflict(Exception):
     def error(self) -> BaseException:
         """What the handler asked to raise for the conflict (this, when it asked for nothing)."""
         return self._on_conflict() if self._on_conflict is not None else self
+
+
+async def _pg_insert(conn: Any, queued: QueuedInsert) -> BaseException | None:
+    """Run one queued insert on asyncpg; what to raise when its unique key was taken."""
+    insert, row, on_conflict = queued
+    prepared = insert.prepared_for(row)
+    rows = await conn.fetch(prepared.sql, *prepared.values(row))
+    if rows or not insert.reports_conflict:
+        return None
+    return InsertConflict(on_conflict).error()
 
 
 def _execute_many(sql: str, batch: list[list[Any]], raw: sqlite3.Connection) -> None:
@@ -453,6 +524,19 @@ class Prepared:
 
 
 _PG_DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
+
+
+_PG_SERVER_GOING: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # the server shutting down or starting up
+)
+
+_PG_CLIENT_FAILURES: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
 
 
 @asynccontextmanager

@@ -8,7 +8,6 @@ from sqlalchemy import bindparam, select
 
 from retrysafe.database import Database
 from retrysafe.database.schema import api_keys
-from retrysafe.database.sqlite_driver import BUSY
 from retrysafe.pipeline.principal import Principal
 from retrysafe.service.admin import SCOPE_SEPARATOR
 from retrysafe.service.api_keys import secret_matches, split_presented
@@ -42,12 +41,9 @@ class DatabaseAuthenticator:
         if parts is None:
             return None
         key_id, secret = parts
-        params = {"key_id": key_id}
-        # On SQLite an inline read (no thread hop); it steps aside when it cannot run at once.
-        row = self._active_key.first_now(params)
-        if row is BUSY:
-            async with self._db.read_committed() as conn:
-                row = await self._active_key.first(conn, params)
+        # Inline on SQLite, one statement straight on asyncpg on PostgreSQL: every
+        # request pays this lookup, and no cache may hide a revocation.
+        row = await self._db.first_committed(self._active_key, {"key_id": key_id})
         if row is None:
             return None
         organization_id, secret_hash, scopes = row

@@ -46,6 +46,7 @@ from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
+import asyncpg
 from sqlalchemy import and_, bindparam, delete, literal_column, or_, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -246,6 +247,7 @@ class SqlIdempotencyStore:
         self._rollback_to_savepoint_sql = db.prepare(_ROLLBACK_TO_SAVEPOINT)
         # Every replay and every conflict loads the record: compiled once, like the claim.
         self._load_sql = db.prepare(_LOAD)
+        self._pg_units = _PgUnits()
         # Keys an attempt of this process is running. A second request with one of
         # them is answered 409 at once instead of queueing behind the first (or, for
         # a deferred claim, running beside it). Correctness never depends on this
@@ -393,11 +395,7 @@ class SqlIdempotencyStore:
 
     async def _committed_row(self, key: RecordKey) -> tuple[Any, ...] | None:
         """The committed record's row (None when there is none), inline where the driver allows."""
-        row = self._load_sql.first_now(_ids(key))
-        if row is not BUSY:
-            return row
-        async with self._db.read_committed() as reader:
-            return await self._load_sql.first(reader, _ids(key))
+        return await self._db.first_committed(self._load_sql, _ids(key))
 
     async def _claim(
         self,
@@ -460,23 +458,31 @@ class SqlIdempotencyStore:
                     raise DatabaseUnavailable(str(exc)) from exc
                 raise
             return
-        key = attempt.key
-        async with self._db.transaction() as conn:
-            lock = f"{key.organization_id}\x1f{key.key}"
-            if not await conn.scalar(_PG_TRY_LOCK, {"lock": lock}):
-                raise Superseded(await self._verdict_in(conn, attempt))
-            if not await self._completed_claim_sql.rows(conn, stored):
-                raise Superseded(await self._verdict_in(conn, attempt))
-            try:
-                for insert, row, _ in inserts:
-                    if (
-                        not await insert.prepared_for(row).rows(conn, row)
-                        and insert.reports_conflict
+        statement = self._pg_units.statement(inserts)
+        values = _pg_unit_values(attempt.key, stored, inserts)
+        lock = values[0]
+        async with self._db.raw() as conn:
+            # A statement takes its tables' locks before it runs anything, so the key's
+            # lock is tried first, on its own: a unit meeting another holder of the key
+            # answers 409 at once instead of queueing behind a lock on the table.
+            if not await conn.fetchval(_PG_TRY_SESSION_LOCK, lock):
+                claimed = False
+            else:
+                try:
+                    claimed = (await conn.fetchrow(statement, *values))["claimed"]
+                except asyncpg.PostgresError as exc:
+                    # The statement released nothing: a session lock outlives it.
+                    await conn.fetchval(_PG_UNLOCK, lock)
+                    if isinstance(
+                        exc, asyncpg.DivisionByZeroError | asyncpg.IntegrityConstraintViolationError
                     ):
-                        raise RunAgain()
-            except IntegrityError:
-                raise RunAgain() from None
-            await conn.commit()
+                        # An insert met a taken unique key (the division by its empty
+                        # RETURNING, see _PgUnits) or broke a constraint: the statement,
+                        # the record with it, was rolled back.
+                        raise RunAgain() from None
+                    raise
+        if not claimed:
+            raise Superseded(await self._verdict_of_committed(attempt))
 
     async def _commit_record_again(self, attempt: _SqlAttempt, stored: dict[str, Any]) -> None:
         """Record an answer whose claim was lost with its connection (see ``complete``).
@@ -502,6 +508,112 @@ class SqlIdempotencyStore:
         self, conn: AsyncConnection, attempt: _SqlAttempt
     ) -> Replay | Mismatch | InFlight:
         return _verdict_on(await _find(self._load_sql, conn, attempt.key), attempt)
+
+
+_PG_CASTS: dict[type, str] = {str: "varchar", int: "integer", float: "float8", bytes: "bytea"}
+_PG_TRY_SESSION_LOCK = "SELECT pg_try_advisory_lock(hashtextextended($1::text, 0))"
+_PG_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended($1::text, 0))"
+_PG_RECORD_UNIT = (
+    "WITH claim AS (INSERT INTO idempotency_records (organization_id, key, fingerprint, status,"
+    " created_at, expires_at, locked_until, lock_token, recovery_point, recovery_data,"
+    " response_status, response_content_type, response_location, response_body)"
+    " SELECT $2::varchar, $3::varchar, $4::varchar, 'completed', $5::float8, $6::float8,"
+    " NULL, NULL, NULL, NULL, $7::integer, $8::varchar, $9::text, $10::bytea"
+    " ON CONFLICT (organization_id, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,"
+    " status = EXCLUDED.status, created_at = EXCLUDED.created_at,"
+    " expires_at = EXCLUDED.expires_at, locked_until = NULL, lock_token = NULL,"
+    " recovery_point = NULL, recovery_data = NULL,"
+    " response_status = EXCLUDED.response_status,"
+    " response_content_type = EXCLUDED.response_content_type,"
+    " response_location = EXCLUDED.response_location, response_body = EXCLUDED.response_body"
+    " WHERE idempotency_records.expires_at <= $5::float8"
+    " AND (idempotency_records.locked_until IS NULL"
+    " OR idempotency_records.locked_until <= $5::float8)"
+    " RETURNING 1)"
+)
+_PG_RECORD_PARAMETERS = 10
+_PG_QUOTE = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
+
+
+class _PgUnits:
+    """The deferred request's unit on PostgreSQL as one statement, built once per shape.
+
+    A data-modifying CTE: the record claimed as completed where the key is free,
+    and each insert only if that claim wrote a row; one round trip, one implicit
+    transaction (after the round trip that tried the key's advisory lock). The
+    result says whether the claim was had; an insert that met a taken unique key
+    makes the statement divide by its empty ``RETURNING``, and that error rolls
+    everything back: the record is never kept without its rows.
+    """
+
+    def __init__(self) -> None:
+        self._statements: dict[tuple[tuple[PreparedInsert, tuple[str, ...]], ...], str] = {}
+
+    def statement(self, inserts: list[QueuedInsert]) -> str:
+        shape = tuple((insert, tuple(row)) for insert, row, _ in inserts)
+        statement = self._statements.get(shape)
+        if statement is None:
+            statement = self._statements[shape] = _pg_unit_statement(shape)
+        return statement
+
+
+def _pg_unit_statement(shape: tuple[tuple[PreparedInsert, tuple[str, ...]], ...]) -> str:
+    parts = [_PG_RECORD_UNIT]
+    checks = []
+    number = _PG_RECORD_PARAMETERS
+    quote = _PG_QUOTE.quote
+    for index, (insert, columns) in enumerate(shape):
+        table = insert.table
+        casts = []
+        for name in columns:
+            number += 1
+            # table.c[name] also refuses a name that is not one of the table's columns.
+            cast = _PG_CASTS.get(table.c[name].type.python_type)
+            casts.append(f"${number}::{cast}" if cast else f"${number}")
+        targets = ", ".join(quote(name) for name in columns)
+        unless = ""
+        if insert.unless:
+            unless = f" ON CONFLICT ({', '.join(quote(name) for name in insert.unless)}) DO NOTHING"
+        # Identifiers are the schema's own, quoted; every value is a parameter.
+        parts.append(
+            f", w{index} AS (INSERT INTO {quote(table.name)} ({targets})"  # noqa: S608
+            f" SELECT {', '.join(casts)} WHERE EXISTS (SELECT 1 FROM claim){unless}"
+            " RETURNING 1)"
+        )
+        if insert.reports_conflict:
+            checks.append(
+                f", CASE WHEN EXISTS (SELECT 1 FROM claim)"  # noqa: S608 - names made here
+                f" THEN 1 / (SELECT count(*) FROM w{index}) END AS w{index}"
+            )
+    # The key's lock (taken before, see _commit_deferred) is released by the statement
+    # itself. Released early, it costs nothing: a unit of the same key would wait on
+    # the record's unique key, then see it committed.
+    parts.append(
+        " SELECT EXISTS (SELECT 1 FROM claim) AS claimed,"
+        " pg_advisory_unlock(hashtextextended($1::text, 0)) AS unlocked"
+    )
+    parts.extend(checks)
+    return "".join(parts)
+
+
+def _pg_unit_values(
+    key: RecordKey, stored: Mapping[str, Any], inserts: list[QueuedInsert]
+) -> list[Any]:
+    values: list[Any] = [
+        f"{key.organization_id}\x1f{key.key}",
+        key.organization_id,
+        key.key,
+        stored["p_fingerprint"],
+        stored["now"],
+        stored["p_expires_at"],
+        stored["p_response_status"],
+        stored["p_response_content_type"],
+        stored["p_response_location"],
+        stored["p_response_body"],
+    ]
+    for _, row, _ in inserts:
+        values.extend(row.values())
+    return values
 
 
 def _verdict_on(
