@@ -198,9 +198,12 @@ class Database:
             proxied = await self.engine.raw_connection()
         except (OSError, DBAPIError, PoolTimeout) as exc:
             raise DatabaseUnavailable(str(exc)) from exc
+        healthy = False
         try:
             yield proxied.driver_connection
+            healthy = True
         except asyncpg.PostgresError as exc:
+            healthy = not isinstance(exc, _PG_SERVER_GOING)
             # The server answered: the statement failed, the connection is fine,
             # unless the server is going away (connection exceptions, shutdown).
             if isinstance(exc, _PG_SERVER_GOING):
@@ -217,7 +220,12 @@ class Database:
             proxied.invalidate(exc)
             raise
         finally:
-            await greenlet_spawn(proxied.close)
+            if healthy:
+                # Checked in without a hop into a greenlet: no SQLAlchemy transaction was
+                # begun on it, so the pool's reset has nothing to await.
+                proxied.close()
+            else:
+                await greenlet_spawn(proxied.close)
 
     async def first_committed(
         self, statement: Prepared, parameters: Mapping[str, Any]
