@@ -69,9 +69,10 @@ class LiveServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def create_key(self, org: str) -> str:
+    def run_cli(self, *args: str) -> str:
+        """``retrysafe ARGS --database <this server's>``; its stdout (the test fails otherwise)."""
         result = subprocess.run(
-            [*retrysafe_command(), "keys", "create", "--org", org, "--database", self.database_url],
+            [*retrysafe_command(), *args, "--database", self.database_url],
             capture_output=True,
             text=True,
             env=subprocess_env(),
@@ -79,8 +80,11 @@ class LiveServer:
             check=False,
         )
         if result.returncode != 0:
-            pytest.fail(f"retrysafe keys create failed:\n{result.stdout}\n{result.stderr}")
-        return result.stdout.strip().splitlines()[-1].strip()
+            pytest.fail(f"retrysafe {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result.stdout
+
+    def create_key(self, org: str) -> str:
+        return self.run_cli("keys", "create", "--org", org).strip().splitlines()[-1].strip()
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
@@ -95,12 +99,16 @@ class LiveServer:
         self.log.close()
 
 
-def start_server(directory: Path, *extra_args: str) -> LiveServer:
+def start_server(directory: Path, *extra_args: str, port: int | None = None) -> LiveServer:
+    """``retrysafe serve`` on ``directory``'s database, healthy, with a fresh API key.
+
+    ``port`` restarts a server where it was (same directory, same database).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     database_url = f"sqlite:///{(directory / 'retrysafe.db').resolve()}"
-    port = free_port()
+    port = port or free_port()
     log_path = directory / "server.log"
-    log = log_path.open("wb")
+    log = log_path.open("ab")
     process = subprocess.Popen(
         [
             *retrysafe_command(),
@@ -111,6 +119,8 @@ def start_server(directory: Path, *extra_args: str) -> LiveServer:
             str(port),
             "--database",
             database_url,
+            "--document-dir",
+            str(directory / "documents"),
             *extra_args,
         ],
         stdout=log,

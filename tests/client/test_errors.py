@@ -107,12 +107,30 @@ def test_error_carries_status_errors_request_id_headers_and_key() -> None:
     assert not error.indeterminate
 
 
-def test_server_errors_are_indeterminate() -> None:
+def test_an_answer_is_the_services_when_it_has_the_envelope_and_a_request_id() -> None:
+    """Only then can the client trust what the status says about the idempotency record."""
+    body = envelope(500, "internal_error")
+    ours = error_from_response(
+        httpx.Response(500, headers={"Request-Id": "req_9"}, json=body), idempotency_key=None
+    )
+    no_id = error_from_response(httpx.Response(500, json=body), idempotency_key=None)
+    html = error_from_response(
+        httpx.Response(502, headers={"Request-Id": "lb-1"}, content=b"<html>"),
+        idempotency_key=None,
+    )
+    assert isinstance(ours, ServerError)
+    assert (ours.from_service, no_id.from_service, html.from_service) == (True, False, False)
+    assert "not from the service" in str(html)
+    assert "not from the service" not in str(ours)
+
+
+def test_outcome_attributes_default_to_nothing_happened() -> None:
+    """Until a call fills them in, an error claims nothing ran and nothing was recorded."""
     error = error_from_response(
         httpx.Response(500, json=envelope(500, "internal_error")), idempotency_key=None
     )
-    assert isinstance(error, ServerError)
-    assert error.indeterminate is True
+    assert (error.may_have_executed, error.recorded, error.indeterminate) == (False, False, False)
+    assert (error.idempotency_keys, error.request_ids, error.attempts) == ((), (), 0)
 
 
 def test_body_that_is_not_an_envelope_still_maps_by_status() -> None:

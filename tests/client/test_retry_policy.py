@@ -16,13 +16,17 @@ from retrysafe.client._retry import (
     Retry,
     RetryPolicy,
     RetrySettings,
+    Verdict,
+    classify,
     parse_rate_limit_reset,
     parse_retry_after,
 )
 
 CONNECTION_LOST = NetworkFailure(FailureKind.CONNECTION_LOST, "RemoteProtocolError")
-TIMEOUT = NetworkFailure(FailureKind.TIMEOUT, "ReadTimeout")
+TIMEOUT = NetworkFailure(FailureKind.READ_TIMEOUT, "ReadTimeout")
 CONNECT = NetworkFailure(FailureKind.CONNECT, "ConnectError")
+WRITE_FAILED = NetworkFailure(FailureKind.WRITE_FAILED, "WriteError")
+FOREIGN_502 = ErrorResponse(502, None, from_service=False)
 
 
 def make_policy(random_value: float = 1.0, **settings: object) -> RetryPolicy:
@@ -35,8 +39,21 @@ def make_policy(random_value: float = 1.0, **settings: object) -> RetryPolicy:
     )
 
 
-def post(policy: RetryPolicy, now: float = 0.0, key: str | None = None) -> CallState:
-    return policy.start("POST", now=now, idempotency_key=key)
+def post(
+    policy: RetryPolicy,
+    now: float = 0.0,
+    key: str | None = None,
+    *,
+    retry_server_errors: bool | None = None,
+    regroupable: bool = False,
+) -> CallState:
+    return policy.start(
+        "POST",
+        now=now,
+        idempotency_key=key,
+        retry_server_errors=retry_server_errors,
+        regroupable=regroupable,
+    )
 
 
 def retry(decision: Retry | GiveUp) -> Retry:
@@ -100,10 +117,45 @@ class TestKeys:
     def test_server_error_with_opt_in_gets_a_new_key(self) -> None:
         """A recorded 5xx would only replay under the old key: the opt-in retry needs a new one."""
         policy = make_policy(retry_server_errors=True)
-        state = post(policy, key="mine")
+        state = post(policy, regroupable=True)
         decision = retry(policy.decide(state, ErrorResponse(500, "internal_error"), now=0))
         assert decision.new_key
+        assert decision.state.idempotency_key == "key-2"
+        assert decision.state.new_keys == 1
+
+    def test_client_wide_opt_in_never_replaces_the_callers_key(self) -> None:
+        """A key the caller chose names *their* operation: only they may swap it."""
+        policy = make_policy(retry_server_errors=True)
+        state = post(policy, key="mine", regroupable=True)
+        decision = give_up(policy.decide(state, ErrorResponse(500, "internal_error"), now=0))
+        assert "never replaces it" in decision.reason
+
+    def test_per_call_opt_in_replaces_even_the_callers_key(self) -> None:
+        policy = make_policy()
+        state = post(policy, key="mine", retry_server_errors=True)
+        decision = retry(policy.decide(state, ErrorResponse(504, "gateway_timeout"), now=0))
         assert decision.state.idempotency_key == "key-1"
+
+    def test_client_wide_opt_in_skips_calls_that_are_not_regroupable(self) -> None:
+        """A verification (or a create without reference_id) would really run twice."""
+        policy = make_policy(retry_server_errors=True)
+        state = post(policy, regroupable=False)
+        assert not state.new_key_on_server_error
+        give_up(policy.decide(state, ErrorResponse(504, "gateway_timeout"), now=0))
+
+    def test_per_call_opt_out_beats_the_client_wide_opt_in(self) -> None:
+        policy = make_policy(retry_server_errors=True)
+        state = post(policy, regroupable=True, retry_server_errors=False)
+        give_up(policy.decide(state, ErrorResponse(502, "bad_gateway"), now=0))
+
+    def test_foreign_server_error_keeps_the_key(self) -> None:
+        """A load balancer's 502 says nothing was recorded: the same key replays or runs."""
+        policy = make_policy(retry_server_errors=True)
+        state = post(policy, key="mine", regroupable=True)
+        decision = retry(policy.decide(state, FOREIGN_502, now=0))
+        assert decision.state.idempotency_key == "mine"
+        assert not decision.new_key
+        assert "without the service's envelope" in decision.reason
 
 
 class TestWhatIsRetried:
@@ -128,15 +180,24 @@ class TestWhatIsRetried:
         assert str(status) in decision.reason
 
     @pytest.mark.parametrize("status", [500, 502, 504])
-    def test_server_errors_on_writes_are_indeterminate(self, status: int) -> None:
-        """Without the opt-in a 5xx on a write is raised: it may have happened."""
+    def test_recorded_server_errors_on_writes_are_raised(self, status: int) -> None:
+        """Without the opt-in a 5xx from the service is raised: the same key would replay it."""
         policy = make_policy()
         decision = give_up(policy.decide(post(policy), ErrorResponse(status), now=0))
-        assert "indeterminate" in decision.reason
+        assert "retrying with it replays this answer" in decision.reason
 
-    def test_503_without_retry_after_is_a_server_error(self) -> None:
-        policy = make_policy()
-        give_up(policy.decide(post(policy), ErrorResponse(503, "service_unavailable"), now=0))
+    def test_services_503_without_retry_after_is_still_waited_out(self) -> None:
+        """The service's 503 is never recorded, Retry-After or not: back off, same key."""
+        policy = make_policy(random_value=1.0)
+        state = post(policy, key="mine")
+        decision = retry(policy.decide(state, ErrorResponse(503, "service_unavailable"), now=0))
+        assert decision.state.idempotency_key == "mine"
+        assert decision.state.backpressure_retries == 1
+
+    def test_foreign_503_with_retry_after_is_waited_out(self) -> None:
+        policy = make_policy(random_value=0.0)
+        response = ErrorResponse(503, None, retry_after=2.0, from_service=False)
+        assert retry(policy.decide(post(policy), response, now=0)).wait == 2.0
 
     def test_server_errors_on_reads_are_retried(self) -> None:
         """Repeating a GET changes nothing, so a 5xx on a read is worth another try."""
@@ -146,11 +207,13 @@ class TestWhatIsRetried:
         assert decision.state.idempotency_key is None
 
     def test_lost_connection_on_unkeyed_write_is_not_retried(self) -> None:
-        """A DELETE-like write without a key might run twice; only a connect error is safe."""
+        """A write without a key might run twice; only what never reached the server is safe."""
         policy = make_policy()
         state = CallState(method="POST", started_at=0, idempotency_key=None)
         give_up(policy.decide(state, CONNECTION_LOST, now=0))
+        give_up(policy.decide(state, TIMEOUT, now=0))
         retry(policy.decide(state, CONNECT, now=0))
+        retry(policy.decide(state, WRITE_FAILED, now=0))
 
     def test_unreplayable_body_is_never_retried(self) -> None:
         """A pipe already read from cannot be sent again, whatever the failure."""
@@ -186,14 +249,42 @@ class TestBudgets:
         assert "max_retries=1" in give_up(policy.decide(state, CONNECTION_LOST, now=0)).reason
 
     def test_server_error_retries_count_against_max_retries(self) -> None:
-        policy = make_policy(max_retries=1, retry_server_errors=True)
-        state = retry(policy.decide(post(policy), ErrorResponse(500), now=0)).state
+        policy = make_policy(max_retries=1)
+        state = post(policy, retry_server_errors=True)
+        state = retry(policy.decide(state, ErrorResponse(500), now=0)).state
         give_up(policy.decide(state, ErrorResponse(500), now=0))
+
+    def test_connect_failures_are_retried_until_the_deadline(self) -> None:
+        """Nothing was sent, so a server that is restarting is waited for, not given up on."""
+        policy = make_policy(max_retries=2, deadline=30.0, random_value=1.0)
+        state = post(policy)
+        now = 0.0
+        waits = []
+        while isinstance(decision := policy.decide(state, CONNECT, now=now), Retry):
+            waits.append(decision.wait)
+            now += decision.wait
+            state = decision.state
+        assert len(waits) > 10  # far past max_retries=2
+        assert max(waits) == 2.0  # max_connect_backoff
+        assert "deadline" in decision.reason
+        assert state.retries == 0  # the fault budget is untouched
+
+    def test_connect_retries_without_deadline_use_max_retries(self) -> None:
+        policy = make_policy(max_retries=2, deadline=None)
+        state = post(policy)
+        state = retry(policy.decide(state, CONNECT, now=0)).state
+        state = retry(policy.decide(state, CONNECT, now=0)).state
+        assert "2 connect retries used up" in give_up(policy.decide(state, CONNECT, now=0)).reason
+
+    def test_explicit_connect_budget(self) -> None:
+        policy = make_policy(max_connect_retries=1)
+        state = retry(policy.decide(post(policy), CONNECT, now=0)).state
+        give_up(policy.decide(state, CONNECT, now=0))
 
 
 class TestWaits:
     def test_backoff_is_exponential_full_jitter_capped(self) -> None:
-        """The wait is drawn in [0, min(cap, initial * 2**n)): at jitter 1.0 it is the bound."""
+        """The wait is drawn in [floor, min(cap, initial * 2**n)]: at jitter 1.0 it is the bound."""
         policy = make_policy(random_value=1.0, initial_backoff=0.5, max_backoff=3.0, max_retries=9)
         state = post(policy)
         waits = []
@@ -203,9 +294,14 @@ class TestWaits:
             state = decision.state
         assert waits == [0.5, 1.0, 2.0, 3.0, 3.0]
 
-    def test_full_jitter_can_draw_near_zero(self) -> None:
-        policy = make_policy(random_value=0.0)
-        assert retry(policy.decide(post(policy), CONNECTION_LOST, now=0)).wait == 0.0
+    def test_full_jitter_never_draws_below_the_floor(self) -> None:
+        """An immediate retry would meet the fault it follows: the draw starts at min_backoff."""
+        policy = make_policy(random_value=0.0, min_backoff=0.25)
+        assert retry(policy.decide(post(policy), CONNECTION_LOST, now=0)).wait == 0.25
+
+    def test_jitter_spreads_over_the_whole_range(self) -> None:
+        policy = make_policy(random_value=0.5, min_backoff=0.25, initial_backoff=0.5)
+        assert retry(policy.decide(post(policy), CONNECTION_LOST, now=0)).wait == 0.375
 
     def test_429_waits_retry_after_plus_small_jitter(self) -> None:
         policy = make_policy(random_value=0.5)
@@ -213,6 +309,11 @@ class TestWaits:
         decision = retry(policy.decide(post(policy), response, now=0))
         assert decision.wait == pytest.approx(2.0 * 1.05)
         assert "Retry-After 2" in decision.reason
+
+    def test_rate_limit_reset_is_only_read_on_a_429(self) -> None:
+        policy = make_policy(random_value=1.0)
+        response = ErrorResponse(503, "service_unavailable", rate_limit_reset=30.0)
+        assert retry(policy.decide(post(policy), response, now=0)).wait == 0.5
 
     def test_429_without_retry_after_waits_rate_limit_reset(self) -> None:
         policy = make_policy(random_value=0.0)
@@ -233,6 +334,51 @@ class TestWaits:
         policy = make_policy(random_value=0.0)
         response = ErrorResponse(409, "idempotency_request_in_progress", retry_after=1.5)
         assert retry(policy.decide(post(policy), response, now=0)).wait == 1.5
+
+
+class TestTaxonomy:
+    """``classify``: may the request have executed, and is the answer recorded under the key?"""
+
+    @pytest.mark.parametrize(
+        ("outcome", "verdict"),
+        [
+            (CONNECT, Verdict(False, False)),
+            (NetworkFailure(FailureKind.CONNECT_TIMEOUT, "t"), Verdict(False, False)),
+            (NetworkFailure(FailureKind.POOL_TIMEOUT, "t"), Verdict(False, False)),
+            (WRITE_FAILED, Verdict(False, False)),
+            (TIMEOUT, Verdict(True, None)),
+            (CONNECTION_LOST, Verdict(True, None)),
+            (ErrorResponse(500, "internal_error"), Verdict(True, True)),
+            (ErrorResponse(502, "bad_gateway"), Verdict(True, True)),
+            (ErrorResponse(504, "gateway_timeout"), Verdict(True, True)),
+            (FOREIGN_502, Verdict(True, False)),
+            (ErrorResponse(404, None, from_service=False), Verdict(False, False)),
+            (ErrorResponse(503, "service_unavailable", retry_after=1), Verdict(False, False)),
+            (ErrorResponse(429, "rate_limited", retry_after=1), Verdict(False, False)),
+            (ErrorResponse(409, "idempotency_request_in_progress"), Verdict(True, False)),
+            (ErrorResponse(409, "duplicate_resource"), Verdict(False, True)),
+            (ErrorResponse(400, "invalid_json"), Verdict(False, True)),
+            (ErrorResponse(422, "invalid_value"), Verdict(False, True)),
+            (ErrorResponse(401, "unauthenticated"), Verdict(False, False)),
+            (ErrorResponse(403, "permission_denied"), Verdict(False, False)),
+            (ErrorResponse(413, "payload_too_large"), Verdict(False, False)),
+            (ErrorResponse(422, "idempotency_key_mismatch"), Verdict(False, False)),
+        ],
+    )
+    def test_keyed_write(self, outcome: NetworkFailure | ErrorResponse, verdict: Verdict) -> None:
+        assert classify(outcome, method="POST", keyed=True) == verdict
+
+    @pytest.mark.parametrize(
+        "outcome", [TIMEOUT, CONNECTION_LOST, ErrorResponse(500, "internal_error"), FOREIGN_502]
+    )
+    def test_reads_never_executed_anything(self, outcome: NetworkFailure | ErrorResponse) -> None:
+        """A failed GET changed nothing, whatever the failure."""
+        assert classify(outcome, method="GET", keyed=False) == Verdict(False, False)
+
+    def test_nothing_is_recorded_without_a_key(self) -> None:
+        verdict = classify(ErrorResponse(500, "internal_error"), method="POST", keyed=False)
+        assert verdict == Verdict(True, False)
+        assert classify(TIMEOUT, method="POST", keyed=False) == Verdict(True, False)
 
 
 class TestDeadline:

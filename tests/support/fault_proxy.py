@@ -21,9 +21,13 @@ request, either relays or injects one fault:
 * ``SlowAnswer(chunk_size, interval)`` — forward, then trickle the server's
   answer to the client ``chunk_size`` bytes every ``interval`` seconds (a
   slow body; with an interval above the client's read timeout it times out
-  mid-body).
+  mid-body). With ``body_only`` the head goes at once and only the body trickles.
 * ``SlowRequest(chunk_size, interval)`` — trickle the request to the server
   the same way (a slow upload), then relay the answer.
+* ``ThrottledRequest(bytes_per_second)`` — take the request body *from the
+  client* at that rate, forwarding as it comes (a throttled uplink: the
+  client's own writes block), then relay the answer. A client that gives up
+  mid-body is recorded with ``body_complete=False``.
 
 Requests with no planned action are relayed, or, when a chooser is set
 (``set_chooser``), get the action it picks: a chaos run draws every
@@ -66,6 +70,7 @@ __all__ = [
     "ReplaceAnswer",
     "SlowAnswer",
     "SlowRequest",
+    "ThrottledRequest",
 ]
 
 
@@ -128,6 +133,8 @@ class SlowAnswer:
 
     chunk_size: int = 64
     interval: float = 0.02
+    body_only: bool = False
+    """Send the status line and headers at once, trickle only the body."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +145,15 @@ class SlowRequest:
     interval: float = 0.02
 
 
-Action = Fault | Canned | ReplaceAnswer | SlowAnswer | SlowRequest
+@dataclass(frozen=True)
+class ThrottledRequest:
+    """Read the request body from the client at ``bytes_per_second``, forwarding as it comes."""
+
+    bytes_per_second: int
+    chunk_size: int = 16 * 1024
+
+
+Action = Fault | Canned | ReplaceAnswer | SlowAnswer | SlowRequest | ThrottledRequest
 
 Chooser = Callable[[str, str], Action]
 """``chooser(method, path)``: the action for a request nothing was planned for."""
@@ -162,6 +177,8 @@ class RecordedRequest:
     response_headers: dict[str, str] = field(default_factory=dict)
     response_body: bytes = b""
     """The server's answer body (chunked coding removed), even if the client never saw it."""
+    body_complete: bool = True
+    """False when the client stopped sending before the body's end (a throttled upload)."""
 
     @property
     def idempotency_key(self) -> str | None:
@@ -191,10 +208,8 @@ class _ClosedError(Exception):
     """The peer closed the connection between messages."""
 
 
-async def _read_message(
-    reader: asyncio.StreamReader, *, request_method: str | None = None
-) -> _Message:
-    """One HTTP/1.1 message; ``request_method`` set means a response to that request."""
+async def _read_head(reader: asyncio.StreamReader) -> _Message:
+    """The start line and headers of one HTTP/1.1 message."""
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError as exc:
@@ -206,9 +221,16 @@ async def _read_message(
     for line in lines[1:]:
         name, _, value = line.partition(":")
         headers.append((name.strip(), value.strip()))
-    message = _Message(lines[0], headers, b"", head)
+    return _Message(lines[0], headers, b"", head)
+
+
+async def _read_body(
+    reader: asyncio.StreamReader, message: _Message, *, request_method: str | None = None
+) -> _Message:
+    """``message`` with its body read; ``request_method`` set means a response to that request."""
+    head = message.raw
     is_response = request_method is not None
-    status = int(lines[0].split()[1]) if is_response else 0
+    status = int(message.start_line.split()[1]) if is_response else 0
     if is_response and (100 <= status < 200 or status in (204, 304) or request_method == "HEAD"):
         return message
     if (message.header("transfer-encoding") or "").lower() == "chunked":
@@ -233,6 +255,13 @@ async def _read_message(
         message.body = await reader.read()
         message.raw = head + message.body
     return message
+
+
+async def _read_message(
+    reader: asyncio.StreamReader, *, request_method: str | None = None
+) -> _Message:
+    """One HTTP/1.1 message; ``request_method`` set means a response to that request."""
+    return await _read_body(reader, await _read_head(reader), request_method=request_method)
 
 
 async def _trickle(
@@ -328,13 +357,27 @@ class FaultProxy(ThreadedTcpServer):
         try:
             while True:
                 try:
-                    request = await _read_message(reader)
+                    request = await _read_head(reader)
+                    method, path = request.start_line.split()[:2]
+                    action = self._next_action(method, path)
+                    if not isinstance(action, ThrottledRequest):
+                        request = await _read_body(reader, request)
                 except (_ClosedError, asyncio.IncompleteReadError, ConnectionError):
                     return
-                method, path = request.start_line.split()[:2]
-                action = self._next_action(method, path)
                 headers = {name.lower(): value for name, value in request.headers}
                 seen = RecordedRequest(method, path, headers, request.body, action, forwarded=False)
+                if isinstance(action, ThrottledRequest):
+                    if upstream is None:
+                        upstream = await asyncio.open_connection(*self._upstream)
+                    body, complete = await self._throttle(
+                        reader, writer, upstream[1], request, action
+                    )
+                    seen = replace(seen, body=body, body_complete=complete)
+                    if not complete:
+                        self._record(seen, forwarded=True)
+                        return
+                    action = Fault.RELAY
+                    request.raw = b""  # already forwarded
                 if isinstance(action, Canned):
                     self._record(seen)
                     writer.write(action.render())
@@ -350,7 +393,7 @@ class FaultProxy(ThreadedTcpServer):
                 try:
                     if isinstance(action, SlowRequest):
                         await _trickle(upstream[1], request.raw, action.chunk_size, action.interval)
-                    else:
+                    elif request.raw:
                         upstream[1].write(request.raw)
                         await upstream[1].drain()
                 except ConnectionError:
@@ -365,7 +408,12 @@ class FaultProxy(ThreadedTcpServer):
                 self._record(seen, forwarded=True, response=response)
                 if action is Fault.RELAY or isinstance(action, SlowRequest | SlowAnswer):
                     if isinstance(action, SlowAnswer):
-                        await _trickle(writer, response.raw, action.chunk_size, action.interval)
+                        slow = response.raw
+                        if action.body_only:
+                            head = len(response.raw) - len(response.body)
+                            writer.write(response.raw[:head])
+                            slow = response.raw[head:]
+                        await _trickle(writer, slow, action.chunk_size, action.interval)
                     else:
                         writer.write(response.raw)
                         await writer.drain()
@@ -404,6 +452,46 @@ class FaultProxy(ThreadedTcpServer):
                 writer.close()
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await writer.wait_closed()
+
+    async def _throttle(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        upstream: asyncio.StreamWriter,
+        request: _Message,
+        action: ThrottledRequest,
+    ) -> tuple[bytes, bool]:
+        """Forward the head, then the body as fast as ``action`` lets it come from the client.
+
+        A small receive buffer makes the client's own writes block, as on a slow
+        link, instead of the kernel soaking up megabytes at once. Returns the body
+        taken and whether it was complete (the client may give up first).
+        """
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, action.chunk_size)
+        upstream.write(request.raw)
+        await upstream.drain()
+        length = int(request.header("content-length") or 0)
+        body = bytearray()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while len(body) < length:
+            try:
+                chunk = await reader.read(min(action.chunk_size, length - len(body)))
+            except ConnectionError:
+                chunk = b""
+            if not chunk:
+                return bytes(body), False
+            body += chunk
+            upstream.write(chunk)
+            await upstream.drain()
+            # Sleep until the rate allows the bytes taken so far.
+            await asyncio.sleep(
+                max(0.0, started + len(body) / action.bytes_per_second - loop.time())
+            )
+        return bytes(body), True
 
     async def _wait_for_client_to_leave(self, reader: asyncio.StreamReader) -> None:
         with contextlib.suppress(asyncio.TimeoutError, ConnectionError):

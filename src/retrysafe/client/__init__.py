@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ._async_client import AsyncClient
-from ._base import DEFAULT_TIMEOUT, NOT_GIVEN, NotGiven
-from ._client import Client
+from ._async_client import AsyncClient, AsyncClientWithRawResponse
+from ._base import DEFAULT_TIMEOUT, NOT_GIVEN, CallOptions, LargeBodyPolicy, NotGiven
+from ._client import Client, ClientWithRawResponse
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -28,6 +28,7 @@ from ._errors import (
     UnprocessableEntityError,
     UnsupportedMediaTypeError,
 )
+from ._metadata import Quota, RateLimit, RawResponse, ResponseMetadata
 from ._models import Account, Document, Inquiry, InquiryStatus, Verification
 from ._pagination import AsyncPaginator, Paginator
 from ._retry import RetrySettings
@@ -40,10 +41,13 @@ __all__ = [
     "APITimeoutError",
     "Account",
     "AsyncClient",
+    "AsyncClientWithRawResponse",
     "AsyncPaginator",
     "AuthenticationError",
     "BadRequestError",
+    "CallOptions",
     "Client",
+    "ClientWithRawResponse",
     "ConflictError",
     "Document",
     "ErrorDetail",
@@ -52,13 +56,18 @@ __all__ = [
     "Inquiry",
     "InquiryStatus",
     "InvalidStateTransitionError",
+    "LargeBodyPolicy",
     "NotFoundError",
     "NotGiven",
     "Paginator",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "Quota",
     "QuotaExceededError",
+    "RateLimit",
     "RateLimitError",
+    "RawResponse",
+    "ResponseMetadata",
     "RetrySettings",
     "RetrysafeError",
     "ServerError",

@@ -15,27 +15,33 @@ import anyio
 import httpx
 
 from ._base import (
+    ATTEMPT_FAILURES,
+    DEFAULT_DEADLINE,
     DEFAULT_TIMEOUT,
     NOT_GIVEN,
     Call,
+    CallRun,
     ClientOptions,
+    Done,
+    Follow,
+    LargeBodyPolicy,
     NotGiven,
-    attempt_timeout,
     changed_options,
-    connection_error,
-    deadline_error,
-    error_response,
-    give_up_note,
-    json_result,
-    log_retry,
-    network_failure,
-    request_headers,
 )
-from ._errors import RetrysafeError
-from ._resources import AsyncAccounts, AsyncDocuments, AsyncInquiries, AsyncVerifications
-from ._retry import GiveUp, Outcome, RetryPolicy, RetrySettings
+from ._metadata import RawResponse
+from ._resources import (
+    AsyncAccounts,
+    AsyncAccountsWithRawResponse,
+    AsyncDocuments,
+    AsyncDocumentsWithRawResponse,
+    AsyncInquiries,
+    AsyncInquiriesWithRawResponse,
+    AsyncVerifications,
+    AsyncVerificationsWithRawResponse,
+)
+from ._retry import RetryPolicy, RetrySettings
 
-__all__ = ["AsyncClient"]
+__all__ = ["AsyncClient", "AsyncClientWithRawResponse"]
 
 T = TypeVar("T")
 
@@ -46,22 +52,26 @@ class AsyncClient:
     Every POST and PATCH carries an ``Idempotency-Key`` (a uuid4 unless you
     pass ``idempotency_key=``) that all retries of the call reuse, so a retry
     after a lost answer replays the first result instead of acting twice.
-    What is retried, and how, is the table in the README ("Retrying safely").
+    What each failure means and what the client does about it is the table
+    in the README ("Retrying safely").
 
     Args:
         api_key: secret from ``retrysafe keys create``; default ``$RETRYSAFE_API_KEY``.
         base_url: server root (``/api/v1`` is added); default ``$RETRYSAFE_BASE_URL``
             or ``http://127.0.0.1:8000``.
         timeout: per attempt, seconds or an ``httpx.Timeout``; default connect 5 s,
-            read 30 s, write 30 s, pool 5 s.
-        max_retries: retries after network failures and opted-in 5xx (default 2).
-        max_backpressure_retries: retries after 429, 409 in flight and 503 with
-            ``Retry-After`` (default 10) — waits the server asked for.
-        deadline: seconds for a whole call, attempts and waits included
-            (default 120); ``None`` for no bound.
-        retry_server_errors: retry other 5xx on writes with a NEW key
-            (default False); safe only when you group by ``reference_id``.
+            read 45 s, write 30 s (plus the body's size over the floor throughput), pool 5 s.
+        max_retries: retries after lost answers, proxies' 5xx and opted-in 5xx (default 2).
+        max_backpressure_retries: retries after 429, 409 in flight and 503 (default 10)
+            — waits the server asked for.
+        deadline: seconds for a whole call, attempts and waits included; default 120,
+            plus the body's size over the floor throughput. ``None`` for no bound.
+        retry_server_errors: after a recorded 5xx, re-run creates that carry a
+            ``reference_id`` under a NEW key (default False). Never replaces a key
+            you passed; per call, ``retry_server_errors=True`` applies to any call.
         default_headers: extra headers sent on every request.
+        large_bodies: the floor throughput and the size past which a create is sent
+            as a form (:class:`LargeBodyPolicy`).
         http_client: an ``httpx.AsyncClient`` to use (its timeouts are overridden per
             attempt); the caller keeps ownership and closes it.
     """
@@ -79,9 +89,10 @@ class AsyncClient:
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         max_retries: int = 2,
         max_backpressure_retries: int = 10,
-        deadline: float | None = 120.0,
+        deadline: float | NotGiven | None = NOT_GIVEN,
         retry_server_errors: bool = False,
         default_headers: Mapping[str, str] | None = None,
+        large_bodies: LargeBodyPolicy | None = None,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
         options = ClientOptions.build(
@@ -91,10 +102,12 @@ class AsyncClient:
             retry=RetrySettings(
                 max_retries=max_retries,
                 max_backpressure_retries=max_backpressure_retries,
-                deadline=deadline,
+                deadline=DEFAULT_DEADLINE if isinstance(deadline, NotGiven) else deadline,
                 retry_server_errors=retry_server_errors,
             ),
             headers=default_headers,
+            deadline_given=not isinstance(deadline, NotGiven),
+            large_bodies=large_bodies,
         )
         owns_http = http_client is None
         http = http_client if http_client is not None else httpx.AsyncClient(follow_redirects=False)
@@ -113,6 +126,11 @@ class AsyncClient:
         self.documents = AsyncDocuments(self)
         self.verifications = AsyncVerifications(self)
 
+    @property
+    def with_raw_response(self) -> AsyncClientWithRawResponse:
+        """The same calls, returning :class:`RawResponse`: status, headers, ``parse()``."""
+        return AsyncClientWithRawResponse(self)
+
     def with_options(
         self,
         *,
@@ -124,8 +142,9 @@ class AsyncClient:
     ) -> AsyncClient:
         """A client with some options changed, sharing this one's connection pool.
 
-        For one-off calls: ``client.with_options(deadline=600).documents.upload(...)``.
-        Closing the derived client leaves the pool open.
+        For several calls alike; a single call takes the same options as keyword
+        arguments (``client.documents.upload(..., deadline=600)``). Closing the
+        derived client leaves the pool open.
         """
         clone = AsyncClient.__new__(AsyncClient)
         clone._setup(
@@ -164,59 +183,45 @@ class AsyncClient:
         await self.aclose()
 
     async def _execute(self, call: Call[T]) -> T:
-        """Run ``call`` with the retry policy: the only place the async client retries."""
-        policy = self._policy_factory(self._options.retry)
-        state = policy.start(call.method, now=self._clock(), idempotency_key=call.idempotency_key)
-        url = self._options.url(call.path)
-        while True:
-            remaining = policy.remaining(state, now=self._clock())
-            if remaining is not None and remaining <= 0:
-                raise deadline_error(state, policy.settings.deadline)
-            request = self._http.build_request(
-                call.method,
-                url,
-                params=call.params,
-                json=call.json,
-                content=call.upload.aiter_bytes() if call.upload is not None else None,
-                headers=request_headers(self._options, call, state.idempotency_key),
-                timeout=attempt_timeout(self._options.timeout, remaining),
-            )
-            outcome: Outcome | None
-            error: RetrysafeError
-            cause: BaseException | None = None
-            try:
-                response = await self._http.send(request, stream=True)
-                try:
-                    if response.is_success:
-                        return await self._result(call, response)
-                    await response.aread()
-                finally:
-                    await response.aclose()
-                outcome, error = error_response(response, state.idempotency_key)
-            except httpx.RequestError as exc:
-                outcome, error, cause = (
-                    network_failure(exc),
-                    connection_error(exc, state.idempotency_key),
-                    exc,
-                )
-            if outcome is None:
-                raise error from cause
-            decision = policy.decide(state, outcome, now=self._clock(), replayable=call.replayable)
-            if isinstance(decision, GiveUp):
-                error.add_note(give_up_note(state, decision.reason))
-                raise error from cause
-            log_retry(url, call, decision, state.idempotency_key)
-            await self._sleep(decision.wait)
-            state = decision.state
+        return (await self._run(call)).result()
 
-    @staticmethod
-    async def _result(call: Call[T], response: httpx.Response) -> T:
-        if call.download is not None:
-            try:
-                written = await call.download.awrite_all(response.aiter_bytes())
-            except BaseException:
-                call.download.abort()
-                raise
-            return call.parse(written)
-        await response.aread()
-        return json_result(call, response)
+    async def _execute_raw(self, call: Call[T]) -> RawResponse[T]:
+        return (await self._run(call)).raw()
+
+    async def _run(self, call: Call[T]) -> Done[T]:
+        """Run ``call`` with the retry policy: the only place the async client retries."""
+        run = CallRun(self._options, call, policy_factory=self._policy_factory, clock=self._clock)
+        try:
+            while True:
+                request = run.build_request(self._http, asynchronous=True)
+                try:
+                    response = await self._http.send(request, stream=True)
+                    try:
+                        if run.begin(response):
+                            async for chunk in response.aiter_bytes():
+                                run.write(chunk)
+                        else:
+                            await response.aread()
+                    finally:
+                        await response.aclose()
+                    step = run.answered(response)
+                except ATTEMPT_FAILURES as exc:
+                    step = run.failed(exc)
+                if isinstance(step, Done):
+                    return step
+                if isinstance(step, Follow):
+                    run = run.follow(step.call)
+                    continue
+                await self._sleep(step.seconds)
+        finally:
+            run.close()
+
+
+class AsyncClientWithRawResponse:
+    """``client.with_raw_response`` of :class:`AsyncClient`; the methods are awaited."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.accounts = AsyncAccountsWithRawResponse(client)
+        self.inquiries = AsyncInquiriesWithRawResponse(client)
+        self.documents = AsyncDocumentsWithRawResponse(client)
+        self.verifications = AsyncVerificationsWithRawResponse(client)

@@ -20,13 +20,16 @@ The tree::
         │   ├── IdempotencyMismatchError     422  code idempotency_key_mismatch
         │   └── InvalidStateTransitionError  422  code invalid_state_transition
         ├── RateLimitError              429
-        └── ServerError                 5xx  outcome indeterminate
-            └── ServiceUnavailableError 503  the request did not run
+        └── ServerError                 5xx  the request may have run
+            └── ServiceUnavailableError 503  the service did not run it
 
 Callers branch on the most specific class they care about; ``code`` on each
 entry of ``errors`` is the stable machine-readable reason when a class is too
-coarse. Lower-level httpx errors are always chained (``raise … from exc``) so
-the transport detail stays visible in tracebacks.
+coarse. Every exception also says what the call did: ``may_have_executed``
+(could the request have taken effect?), ``recorded`` (will a retry with the
+same key get this answer again?), every idempotency key used and every
+``Request-Id`` seen. Lower-level httpx errors are always chained
+(``raise … from exc``) so the transport detail stays visible in tracebacks.
 """
 
 from __future__ import annotations
@@ -97,10 +100,37 @@ class ErrorDetail:
 
 
 class RetrysafeError(Exception):
-    """Root of every exception the client raises on purpose."""
+    """Root of every exception the client raises on purpose.
 
-    indeterminate: bool = False
-    """True when the request may or may not have taken effect on the server."""
+    The attributes below describe the whole call (every attempt); the client
+    fills them in when it gives up, from the README's failure taxonomy.
+    """
+
+    may_have_executed: bool = False
+    """Whether the request may have taken effect on the server during this call.
+
+    ``False`` means it certainly did not: nothing was sent, the server refused it
+    before running it (401, 429, 503, a 4xx), or a read failed. ``True`` means an
+    answer was lost after the request was sent, or a 5xx left it unknown.
+    """
+    recorded: bool | None = False
+    """Whether the last answer is recorded under the idempotency key, so that a retry
+    with the same key gets it again (``True``: a 500/502/504 or a handler's 4xx);
+    ``False``: a retry with the same key is answered afresh; ``None``: no answer
+    arrived, so it is unknown."""
+    idempotency_key: str | None = None
+    """The key the last attempt carried; call again with it to settle the outcome."""
+    idempotency_keys: tuple[str, ...] = ()
+    """Every key the call used, in order (more than one only after a new-key retry)."""
+    request_ids: tuple[str, ...] = ()
+    """Every ``Request-Id`` the call saw; quote them to support."""
+    attempts: int = 0
+    """Requests the call sent."""
+
+    @property
+    def indeterminate(self) -> bool:
+        """Older name for :attr:`may_have_executed`: the outcome is not known to be "nothing"."""
+        return self.may_have_executed
 
 
 class UnexpectedResponseError(RetrysafeError):
@@ -111,12 +141,11 @@ class APIConnectionError(RetrysafeError):
     """No HTTP answer arrived: connect error, reset, or the server closed mid-answer.
 
     Raised after the retries allowed by ``max_retries`` and ``deadline`` are
-    spent. A write may already have run on the server, so the outcome is
-    indeterminate — but because every attempt carried ``idempotency_key``,
-    calling again later with ``idempotency_key=err.idempotency_key`` is safe.
+    spent. ``may_have_executed`` says whether a write may already have run —
+    ``False`` when no attempt got its request to the server — and because
+    every attempt carried ``idempotency_key``, calling again later with
+    ``idempotency_key=err.idempotency_key`` is safe either way.
     """
-
-    indeterminate = True
 
     def __init__(self, message: str, *, idempotency_key: str | None = None) -> None:
         super().__init__(message)
@@ -144,6 +173,7 @@ class APIStatusError(RetrysafeError):
         request_id: str | None = None,
         headers: httpx.Headers | None = None,
         idempotency_key: str | None = None,
+        from_service: bool = True,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -152,6 +182,9 @@ class APIStatusError(RetrysafeError):
         self.request_id = request_id
         self.headers = headers if headers is not None else httpx.Headers()
         self.idempotency_key = idempotency_key
+        self.from_service = from_service
+        """Whether the service produced the answer (its envelope and a ``Request-Id``),
+        rather than a proxy or load balancer in front of it."""
 
     @property
     def code(self) -> str | None:
@@ -225,24 +258,24 @@ class RateLimitError(APIStatusError):
 
 
 class ServerError(APIStatusError):
-    """5xx: the outcome is indeterminate — the write may or may not have happened.
+    """5xx: the write may or may not have happened (``may_have_executed``).
 
-    The server records 500/502/504 under the idempotency key, so retrying
-    with the same key only replays the failure. Retrying with a new key
-    (``retry_server_errors=True``) may run the write twice; it is safe only
-    when the write is grouped by ``reference_id`` (see the README, "Retrying safely").
+    The service records its 500/502/504 under the idempotency key
+    (``recorded`` is True), so retrying with the same key only replays the
+    failure. Retrying with a new key (``retry_server_errors=True``) may run
+    the write twice; it is safe only when the write is grouped by
+    ``reference_id`` (see the README, "Retrying safely"). A 5xx that did not
+    come from the service (``from_service`` False: no envelope or no
+    ``Request-Id``) was not recorded; the client retries those with the same key.
     """
-
-    indeterminate = True
 
 
 class ServiceUnavailableError(ServerError):
     """503: the service shed load or could not reach its database.
 
     From the service itself this means the request did not run (a 503 is
-    never recorded), and with ``Retry-After`` the client retries it with the
-    same key on its own. It stays ``indeterminate`` like every 5xx because a
-    proxy in front of the service may answer 503 for its own reasons.
+    never recorded, ``may_have_executed`` is False), and the client retries
+    it with the same key on its own; this is raised when the waits ran out.
     """
 
 
@@ -315,6 +348,9 @@ def error_from_response(response: httpx.Response, *, idempotency_key: str | None
     message = f"{status_code}{code}: {summary}"
     if request_id:
         message += f" (Request-Id {request_id})"
+    from_service = bool(errors) and bool(request_id)
+    if not from_service:
+        message += " — not from the service (no error envelope or no Request-Id)"
     return cls(
         message,
         status_code=status_code,
@@ -322,4 +358,5 @@ def error_from_response(response: httpx.Response, *, idempotency_key: str | None
         request_id=request_id,
         headers=response.headers,
         idempotency_key=idempotency_key,
+        from_service=from_service,
     )

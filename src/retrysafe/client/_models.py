@@ -2,7 +2,8 @@
 
 Each model names the attributes SPEC §4 promises and keeps the raw
 ``attributes`` mapping too, so a field the server adds later is readable
-before the client learns its name. Parsing is lenient about what the server
+before the client learns its name; ``last_response`` is the metadata of the
+answer it came from. Parsing is lenient about what the server
 omits (``None``) but strict about the envelope itself.
 """
 
@@ -15,6 +16,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from ._errors import UnexpectedResponseError
+from ._metadata import ResponseMetadata
 
 __all__ = [
     "Account",
@@ -98,6 +100,8 @@ class Account:
     updated_at: datetime | None
     attributes: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, repr=False, compare=False)
     """Every attribute as sent by the server, including ones newer than this client."""
+    last_response: ResponseMetadata | None = field(default=None, repr=False, compare=False)
+    """The answer this object came from: Request-Id, replay flag, keys, rate limit, quota."""
 
     @classmethod
     def from_resource(cls, resource: Mapping[str, Any]) -> Account:
@@ -126,6 +130,7 @@ class Inquiry:
     created_at: datetime | None
     updated_at: datetime | None
     attributes: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, repr=False, compare=False)
+    last_response: ResponseMetadata | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_resource(cls, resource: Mapping[str, Any]) -> Inquiry:
@@ -154,6 +159,7 @@ class Document:
     sha256: str | None
     created_at: datetime | None
     attributes: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, repr=False, compare=False)
+    last_response: ResponseMetadata | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_resource(cls, resource: Mapping[str, Any]) -> Document:
@@ -182,6 +188,7 @@ class Verification:
     reasons: tuple[str, ...]
     created_at: datetime | None
     attributes: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, repr=False, compare=False)
+    last_response: ResponseMetadata | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_resource(cls, resource: Mapping[str, Any]) -> Verification:
