@@ -323,9 +323,9 @@ class Database:
                     raise DatabaseUnavailable(str(exc)) from exc
                 raise
             return
-        async with self.transaction() as conn:
-            await conn.execute(statement.table.insert(), rows)
-            await conn.commit()
+        prepared = statement.prepared_for(rows[0])
+        async with self.raw() as conn, conn.transaction():
+            await conn.executemany(prepared.sql, [prepared.values(row) for row in rows])
 
     @contextmanager
     def joined(self, transaction: RequestTransaction) -> Iterator[None]:

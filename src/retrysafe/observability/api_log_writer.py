@@ -17,6 +17,7 @@ import sqlite3
 from collections import deque
 from datetime import UTC, datetime
 
+import asyncpg
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -30,6 +31,15 @@ from retrysafe.observability.redaction import loggable_body
 __all__ = ["ApiLogWriter", "rfc3339"]
 
 logger = structlog.get_logger("retrysafe.api_log")
+
+_WRITE_FAILURES = (
+    DatabaseUnavailable,
+    SQLAlchemyError,
+    sqlite3.Error,
+    asyncpg.PostgresError,
+    OSError,
+)
+"""What a batch insert may raise, per driver; each is retried next round, never fatal."""
 
 MAX_PATH = 2048
 """Characters of a path or query string an entry keeps."""
@@ -122,7 +132,7 @@ class ApiLogWriter:
             rows = [self._row(log_id, record) for log_id, record in batch]
             try:
                 await self._db.insert_many(self._insert, rows)
-            except (DatabaseUnavailable, SQLAlchemyError, sqlite3.Error, OSError) as exc:
+            except _WRITE_FAILURES as exc:
                 self._requeue(batch)
                 self._metrics.dependency_error("database")
                 if not self._failing:  # one warning per outage, not one per round
