@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -167,3 +168,18 @@ def test_a_served_app_writes_with_the_configured_durability(
     # The server's own connection, read from its thread's point of view: nothing else
     # uses it between requests, and this read changes nothing.
     assert connection.raw.execute("PRAGMA synchronous").fetchone()[0] == expected
+
+
+async def test_a_cancelled_caller_waits_until_the_thread_is_done_with_the_connection(
+    database: Database,
+) -> None:
+    """A COMMIT on the thread outlives its caller's cancellation: the writer is not handed on
+    while the thread still uses the connection."""
+    connection = await _writer(database).connection()
+    running = asyncio.ensure_future(connection.on_thread(time.sleep, 0.3))
+    await asyncio.sleep(0.05)
+    running.cancel()
+    cancelled_at = time.monotonic()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert time.monotonic() - cancelled_at >= 0.2

@@ -11,6 +11,8 @@ another process. Point lookups run inline too (:class:`InlineReader`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
@@ -185,8 +187,19 @@ class InlineConnection(OneHopConnection):
         return self._conn
 
     async def on_thread(self, function: Callable[..., Any], *args: Any) -> Any:
-        """Run ``function`` on the connection's thread: for what may block (fsync, locks)."""
-        return await self._execute(function, *args)  # type: ignore[no-untyped-call]
+        """Run ``function`` on the connection's thread: for what may block (fsync, locks).
+
+        A caller cancelled meanwhile still waits for ``function`` to end before the
+        cancellation goes on: until then the thread uses the connection, and whoever
+        gets the writer next must not.
+        """
+        running = asyncio.ensure_future(self._execute(function, *args))  # type: ignore[no-untyped-call]
+        try:
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            with contextlib.suppress(BaseException):
+                await running
+            raise
 
     async def begin_immediate(self) -> None:
         """``BEGIN IMMEDIATE`` at once, or, when another process holds the lock, on the thread.
@@ -196,10 +209,17 @@ class InlineConnection(OneHopConnection):
         """
         try:
             self._conn.execute("BEGIN IMMEDIATE")
+            return
         except sqlite3.OperationalError as exc:
             if not is_busy(exc):
                 raise
+        try:
             await self.on_thread(self._begin_waiting)
+        except asyncio.CancelledError:
+            # Granted just as we were cancelled: the caller never learns it holds the lock.
+            if self._conn.in_transaction:
+                self._conn.rollback()
+            raise
 
     def _begin_waiting(self) -> None:
         conn = self._conn
