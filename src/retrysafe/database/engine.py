@@ -203,7 +203,9 @@ class Database:
             return
         try:
             proxied = await self.engine.raw_connection()
-        except (OSError, DBAPIError, PoolTimeout) as exc:
+        except Exception as exc:
+            # Connecting failed (the driver's own error, unwrapped on this path), or the
+            # pool stayed exhausted: nothing ran.
             raise DatabaseUnavailable(str(exc)) from exc
         healthy = False
         try:
