@@ -26,6 +26,9 @@ PACKAGES = (
     "asyncpg",
     "redis",
     "asgi-idempotency-header",
+    "fastapi-idempotency-key",
+    "fastapi-idempotency",
+    "idempotency-kit",
 )
 
 

@@ -32,46 +32,151 @@ class Row:
     """create.lua's MODE: new (a fresh key per request), same (one key) or bad (invalid body)."""
     expected_status: int
     """What every answer of this row should be; other statuses are reported."""
+    baseline: str | None = "anchor_sqlite"
+    """The row whose req/s, in the same pass, is this row's 1.00× (None: an anchor itself)."""
+    unavailable: str = ""
+    """Why this row can never be measured (a peer without an HTTP integration); never run."""
 
+
+def _library(store: str, mode: str) -> Row:
+    replay = mode == "same"
+    return Row(
+        f"lib-{store}" + ("-replay" if replay else ""),
+        f"library: pipeline on the anchor's app, {store} store, "
+        + ("replay, one key" if replay else "new key"),
+        ServerSpec("library", variant=store),
+        mode,
+        201,
+    )
+
+
+def _peer(name: str, mode: str, backend: str) -> Row:
+    replay = mode == "same"
+    return Row(
+        f"peer-{name}" + ("-replay" if replay else ""),
+        f"peer {name} ({backend}) on the anchor's app, "
+        + ("replay, one key" if replay else "new key"),
+        ServerSpec("peer", variant=name),
+        mode,
+        201,
+    )
+
+
+PEER_BACKENDS = {
+    "asgi-idempotency-header": "Redis",
+    "fastapi-idempotency-key": "Redis",
+    "fastapi-idempotency": "memory",
+}
+"""The peers measured, and the store each is wired with (its Redis backend where it has one)."""
+
+PEER_NOTES = {
+    "fastapi-idempotency-key": (
+        "its Redis backend stores the completed record with an empty fingerprint"
+        " (RedisBackend.store_response), so every replay answers 422 mismatch"
+    ),
+}
+"""What a peer is known to get wrong on these rows, read in its code and seen in the runs."""
+
+PEER_MODULES = {
+    "asgi-idempotency-header": "idempotency_header_middleware",
+    "fastapi-idempotency-key": "fastapi_idempotency_key",
+    "fastapi-idempotency": "fastapi_idempotency",
+}
+
+IDEMPOTENCY_KIT = (
+    "idempotency-kit 0.5.0 has no HTTP integration: it is a decorator for async"
+    " functions (@async_idempotent on a use case, its result stored through an adapter);"
+    " the package has no ASGI middleware and imports no web framework, so it cannot wrap"
+    " the anchor's handler"
+)
 
 ROWS: tuple[Row, ...] = (
-    Row("bare", "1 baseline: bare FastAPI insert (SQLite)", ServerSpec("bare"), "new", 201),
-    Row("create", "2 retrysafe create, new key (SQLite)", ServerSpec("retrysafe"), "new", 201),
-    Row("replay", "3 retrysafe replay, one key (SQLite)", ServerSpec("retrysafe"), "same", 201),
-    Row("error", "4 retrysafe 4xx, recorded then replayed", ServerSpec("retrysafe"), "bad", 400),
     Row(
-        "postgres",
-        "5 retrysafe create (PostgreSQL)",
-        ServerSpec("retrysafe", database="postgres"),
+        "anchor_sqlite",
+        "anchor_sqlite: FastAPI, one aiosqlite insert",
+        ServerSpec("anchor_sqlite"),
+        "new",
+        201,
+        baseline=None,
+    ),
+    Row(
+        "bare",
+        "bare_app.py: SQLAlchemy pool, a transaction each (informational)",
+        ServerSpec("bare"),
         "new",
         201,
     ),
-    Row(
-        "workers",
-        "6 retrysafe create, 2 workers (SQLite)",
-        ServerSpec("retrysafe", workers=2),
-        "new",
-        201,
-    ),
-    Row("peer", "7 peer asgi-idempotency-header + Redis", ServerSpec("peer"), "new", 201),
-    # Observability's cost on the create path: row 2 has the API log and metrics on
+    Row("create", "retrysafe create, new key (SQLite)", ServerSpec("retrysafe"), "new", 201),
+    Row("replay", "retrysafe replay, one key (SQLite)", ServerSpec("retrysafe"), "same", 201),
+    Row("error", "retrysafe 4xx, recorded then replayed", ServerSpec("retrysafe"), "bad", 400),
+    # Observability's cost on the create path: "create" has the API log and metrics on
     # and the request line filtered out; these two take one away, add the other.
     Row(
         "no-api-log",
-        "8 retrysafe create, API log off (SQLite)",
+        "retrysafe create, API log off (SQLite)",
         ServerSpec("retrysafe", api_log=False),
         "new",
         201,
     ),
     Row(
         "info-log",
-        "9 retrysafe create, request line at info, the default (SQLite)",
+        "retrysafe create, request line at info, the default (SQLite)",
         ServerSpec("retrysafe", log_level="info"),
         "new",
         201,
     ),
+    Row(
+        "sync-normal",
+        "retrysafe create, --sqlite-synchronous normal (the opt-out)",
+        ServerSpec("retrysafe", sqlite_synchronous="normal"),
+        "new",
+        201,
+    ),
+    Row(
+        "workers",
+        "retrysafe create, 2 workers (SQLite)",
+        ServerSpec("retrysafe", workers=2),
+        "new",
+        201,
+    ),
+    Row(
+        "anchor_postgres",
+        "anchor_postgres: FastAPI, asyncpg pool, one insert",
+        ServerSpec("anchor_postgres", database="postgres"),
+        "new",
+        201,
+        baseline=None,
+    ),
+    Row(
+        "postgres",
+        "retrysafe create (PostgreSQL)",
+        ServerSpec("retrysafe", database="postgres"),
+        "new",
+        201,
+        baseline="anchor_postgres",
+    ),
+    Row(
+        "postgres-workers",
+        "retrysafe create, 2 workers (PostgreSQL)",
+        ServerSpec("retrysafe", database="postgres", workers=2),
+        "new",
+        201,
+        baseline="anchor_postgres",
+    ),
+    *(_library(store, mode) for store in ("memory", "sqlite", "redis") for mode in ("new", "same")),
+    *(_peer(name, mode, PEER_BACKENDS[name]) for name in PEER_BACKENDS for mode in ("new", "same")),
+    Row(
+        "peer-idempotency-kit",
+        "peer idempotency-kit",
+        ServerSpec("peer", variant="idempotency-kit"),
+        "new",
+        201,
+        unavailable=IDEMPOTENCY_KIT,
+    ),
 )
 ROWS_BY_KEY = {row.key: row for row in ROWS}
+LIBRARY_ROWS = tuple(row.key for row in ROWS if row.server.kind == "library")
+PEER_ROWS = tuple(row.key for row in ROWS if row.server.kind == "peer" and not row.unavailable)
 
 
 @dataclass(frozen=True)
@@ -100,13 +205,27 @@ class Measurement:
 
 
 @contextlib.contextmanager
-def _peer_env() -> Iterator[dict[str, str]]:
-    """The peer's Redis key prefix for one run; its keys are deleted afterwards."""
+def _library_store(store: str, workdir: Path) -> Iterator[dict[str, str]]:
+    """``LIB_STORE`` and its URL for one library row: a migrated SQLite file, or a Redis prefix."""
+    if store == "sqlite":
+        url = f"sqlite:///{workdir / 'idempotency.db'}"
+        servers.migrate(url)
+        yield {"LIB_STORE": store, "LIB_STORE_URL": url}
+    elif store == "redis":
+        with _redis_prefix("LIB_PREFIX") as env:
+            yield {**env, "LIB_STORE": store, "LIB_STORE_URL": REDIS_URL}
+    else:
+        yield {"LIB_STORE": store}
+
+
+@contextlib.contextmanager
+def _redis_prefix(variable: str) -> Iterator[dict[str, str]]:
+    """A fresh Redis key prefix for one run, in ``variable``; its keys are deleted afterwards."""
     import redis
 
-    prefix = f"retrysafe-bench-peer-{uuid.uuid4().hex[:8]}"
+    prefix = f"retrysafe-bench-{uuid.uuid4().hex[:8]}:"
     try:
-        yield {"PEER_REDIS_URL": REDIS_URL, "PEER_PREFIX": prefix}
+        yield {"PEER_REDIS_URL": REDIS_URL, variable: prefix}
     finally:
         client = redis.Redis.from_url(REDIS_URL)
         try:
@@ -130,7 +249,11 @@ def measure(
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rs-bench-")))
         if database_url is None:
             database_url = stack.enter_context(databases.fresh(row.server.database, workdir))
-        env = stack.enter_context(_peer_env()) if row.server.kind == "peer" else {}
+        env = {}
+        if row.server.kind == "peer":
+            env = stack.enter_context(_redis_prefix("PEER_PREFIX"))
+        elif row.server.kind == "library":
+            env = stack.enter_context(_library_store(row.server.variant, workdir))
         server = stack.enter_context(
             servers.serving(row.server, workdir=workdir, database_url=database_url, env=env)
         )

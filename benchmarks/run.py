@@ -7,8 +7,9 @@ Each row starts its own server on a fresh database and is driven by wrk over
 loopback; every pass runs every row once, so slow drift on a shared machine
 touches all rows alike. The table reports medians over passes and ratios paired
 within each pass. Needs wrk (apt-get install wrk), PostgreSQL on 127.0.0.1:5432
-for row 5, Redis on 127.0.0.1:6379 and ``pip install -e '.[bench]'`` for row 7;
-a row whose prerequisite is missing is skipped with the reason.
+for its rows, Redis on 127.0.0.1:6379 and ``pip install -e '.[bench]'`` for the
+peers, and the anchors in ``shared/bench`` beside the repository; a row whose
+prerequisite is missing is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import databases, growth, machine, report, rows, wrk
+from benchmarks import databases, growth, machine, report, rows, servers, wrk
 from benchmarks.rows import Measurement, Row
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,9 +90,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _peer_installed() -> bool:
+def _importable(module: str) -> bool:
     try:
-        import idempotency_header_middleware  # noqa: F401
+        __import__(module)
     except ImportError:
         return False
     return True
@@ -110,18 +111,58 @@ def _redis_reachable() -> bool:
         return False
 
 
+def _serve_has(flag: str) -> bool:
+    """Whether ``retrysafe serve`` (the code under test) knows ``flag``."""
+    done = subprocess.run(
+        [sys.executable, "-m", "retrysafe", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    return flag in done.stdout
+
+
+def _needs_redis(row: Row) -> bool:
+    if row.server.kind == "library":
+        return row.server.variant == "redis"
+    return row.server.kind == "peer" and rows.PEER_BACKENDS.get(row.server.variant) == "Redis"
+
+
 def runnable(chosen: Sequence[Row]) -> tuple[list[Row], dict[str, str]]:
     """The rows whose prerequisites are there, and why the others are skipped."""
     skipped: dict[str, str] = {}
-    if any(row.server.database == "postgres" for row in chosen) and not (
-        databases.postgres_reachable()
-    ):
-        skipped["postgres"] = f"PostgreSQL is not reachable at {databases.POSTGRES_ADMIN_URL}"
-    if any(row.server.kind == "peer" for row in chosen):
-        if not _peer_installed():
-            skipped["peer"] = "the peer is not installed: pip install -e '.[bench]'"
-        elif not _redis_reachable():
-            skipped["peer"] = f"Redis is not reachable at {rows.REDIS_URL}"
+    postgres = redis = anchors = synchronous = None
+    for row in chosen:
+        spec = row.server
+        reason = row.unavailable
+        if not reason and (spec.kind in servers.ANCHOR_KINDS or spec.kind in ("peer", "library")):
+            if anchors is None:
+                try:
+                    servers.anchor_dir()
+                    anchors = ""
+                except servers.AnchorsMissing as exc:
+                    anchors = str(exc)
+            reason = anchors
+        if not reason and spec.database == "postgres":
+            postgres = databases.postgres_reachable() if postgres is None else postgres
+            if not postgres:
+                reason = f"PostgreSQL is not reachable at {databases.POSTGRES_ADMIN_URL}"
+        if not reason and spec.kind == "peer":
+            module = rows.PEER_MODULES[spec.variant]
+            if not _importable(module):
+                reason = f"the peer {spec.variant} is not installed: pip install -e '.[bench]'"
+        if not reason and _needs_redis(row):
+            redis = _redis_reachable() if redis is None else redis
+            if not redis:
+                reason = f"Redis is not reachable at {rows.REDIS_URL}"
+        if not reason and spec.sqlite_synchronous is not None:
+            synchronous = _serve_has("--sqlite-synchronous") if synchronous is None else synchronous
+            if not synchronous:
+                reason = "`retrysafe serve` has no --sqlite-synchronous flag in this revision yet"
+        if reason:
+            skipped[row.key] = reason
     return [row for row in chosen if row.key not in skipped], skipped
 
 
@@ -153,10 +194,11 @@ def commands(
 ) -> list[str]:
     lines = ["# this run", shlex.join(["python", "benchmarks/run.py", *invocation])]
     lines.append(
-        "# servers: a fresh PORT and database DB each run; bare and peer run in benchmarks/"
+        "# servers: a fresh PORT and database DB each run; bare, peer and library apps run in"
+        " benchmarks/, ANCHORS is shared/bench beside the repository"
     )
     for key, measurement in measured.items():
-        lines.append(f"{key}: " + shlex.join(_generic(measurement.argv)))
+        lines.append(f"{key}: " + shlex.join(_generic(rows.ROWS_BY_KEY[key], measurement.argv)))
     lines.append("# load (MODE=new|same|bad, API_KEY from `retrysafe keys create --org bench`)")
     lines.append(
         shlex.join(
@@ -166,17 +208,31 @@ def commands(
     return lines
 
 
-def _generic(argv: Sequence[str]) -> list[str]:
-    """A server's command line with this run's port and database path taken out."""
+def _generic(row: Row, argv: Sequence[str]) -> list[str]:
+    """A server's command line with this run's port, paths and database taken out."""
     words = ["PORT" if word.isdigit() and len(word) >= 4 else word for word in argv]
     for index, word in enumerate(words[:-1]):
         if word == "--database":
             scheme = words[index + 1].split(":", 1)[0]
             words[index + 1] = "sqlite:///DB" if scheme == "sqlite" else f"{scheme}://…/DB"
-    if "uvicorn" in words:
+        if word == "--app-dir":
+            words[index + 1] = "ANCHORS"
+    spec = row.server
+    if spec.kind == "anchor_postgres":
+        words = ["PERF_PG=postgresql://postgres@127.0.0.1:5432/DB", *words]
+    elif spec.kind == "anchor_sqlite":
+        words = ["PERF_DB=DB", *words]
+    elif spec.kind == "bare":
         words = ["BARE_DB=DB", *words]
-        if any(word.startswith("peer_app") for word in words):
+    elif spec.kind == "peer":
+        words = [f"PEER={spec.variant}", "PERF_DB=DB", "PYTHONPATH=ANCHORS", *words]
+        if rows.PEER_BACKENDS.get(spec.variant) == "Redis":
             words = ["PEER_REDIS_URL=" + rows.REDIS_URL, *words]
+    elif spec.kind == "library":
+        store = {"sqlite": "LIB_STORE_URL=sqlite:///IDEMPOTENCY_DB", "redis": "LIB_STORE_URL="
+                 + rows.REDIS_URL}.get(spec.variant)  # fmt: skip
+        words = [f"LIB_STORE={spec.variant}", *([store] if store else []), "BENCH_KEY=KEY",
+                 "PERF_DB=DB", "PYTHONPATH=ANCHORS", *words]  # fmt: skip
     return words
 
 
@@ -207,6 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = () if args.no_growth else (QUICK_GROWTH_SIZES if args.quick else GROWTH_SIZES)
     progress = Progress(args.passes * (len(to_run) + len(sizes)) + (1 if sizes else 0))
     load_before = machine.load_average()
+    print(f"load average (1/5/15 min) at the start: {load_before}", file=sys.stderr)
     print(
         f"benchmarking retrysafe {revision}: {len(to_run)} rows × {args.passes} passes of "
         f"{args.seconds} s" + (f", growth to {growth.label(sizes[-1])} records" if sizes else ""),
@@ -244,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
             points = [growth.median_point(per_size[size]) for size in sizes]
 
+    load_after = machine.load_average()
+    print(f"load average (1/5/15 min) at the end: {load_after}", file=sys.stderr)
     summaries = report.summarize(passes)
     found = report.targets(passes, points)
     print("\n" + report.table(summaries) + "\n\n" + report.targets_table(found), flush=True)
@@ -257,10 +316,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "passes": f"{args.passes} (every row once per pass, in table order); medians shown",
         "load": f"wrk -t{wrk.THREADS} -c{args.connections} -d{args.seconds}s over loopback, "
         "on the same machine as the server",
-        "load average (1/5/15 min)": f"{load_before} before, {machine.load_average()} after",
-        "× baseline": "median over passes of row req/s ÷ baseline req/s in the same pass",
+        "load average (1/5/15 min)": f"{load_before} at the start, {load_after} at the end",
+        "× anchor": "median over passes of the row's req/s ÷ its anchor's req/s in the same"
+        " pass (anchor_postgres for the PostgreSQL rows, anchor_sqlite for the others)",
     }
     facts.update({f"row {key} skipped": reason for key, reason in skipped.items()})
+    measured_peers = {row.server.variant for row in to_run if row.server.kind == "peer"}
+    facts.update(
+        {f"peer {name}": note for name, note in rows.PEER_NOTES.items() if name in measured_peers}
+    )
     measured = {key: m for key, m in passes[0].items()} if passes else {}
     section = report.results_section(
         summaries=summaries,

@@ -1,8 +1,11 @@
 """Start the servers under test as real processes on loopback, and stop them.
 
-Three kinds: the bare FastAPI baseline (``bare_app.py``), the peer middleware in
-front of that same handler (``peer_app.py``), and ``retrysafe serve``. Each runs
-in its own process group so stopping it reaches uvicorn's worker processes too.
+The kinds: the anchors (``../shared/bench/anchor_sqlite.py`` and
+``anchor_postgres.py``, started exactly as their README says), the old bare
+FastAPI baseline (``bare_app.py``, informational), a peer package or
+retrysafe's pipeline (``peer_app.py``, ``library_app.py``) in front of the
+anchor's own app, and ``retrysafe serve``. Each runs in its own process group
+so stopping it reaches uvicorn's worker processes too.
 """
 
 from __future__ import annotations
@@ -23,6 +26,37 @@ from benchmarks import proc
 
 HERE = Path(__file__).resolve().parent
 STARTUP_SECONDS = 60
+ANCHOR_DIR_ENV = "BENCH_ANCHOR_DIR"
+ANCHOR_KINDS = ("anchor_sqlite", "anchor_postgres")
+APP_KINDS = ("bare", "peer", "library")
+"""Apps in benchmarks/ started with uvicorn; peer and library import the SQLite anchor."""
+
+
+class AnchorsMissing(RuntimeError):
+    """The shared anchors (``shared/bench/anchor_*.py``) are not where they should be."""
+
+
+def anchor_dir() -> Path:
+    """``shared/bench`` beside the repository (or a parent of it), or ``$BENCH_ANCHOR_DIR``.
+
+    The anchors are the project's shared baselines: they are used where they are,
+    never copied into the repository, so every row measures the same files.
+    """
+    configured = os.environ.get(ANCHOR_DIR_ENV)
+    candidates = (
+        [Path(configured)]
+        if configured
+        else [parent / "shared" / "bench" for parent in HERE.parents]
+    )
+    for candidate in candidates:
+        if (candidate / "anchor_sqlite.py").is_file():
+            return candidate
+    raise AnchorsMissing(
+        "the anchors (shared/bench/anchor_sqlite.py) were not found beside the repository; "
+        f"set {ANCHOR_DIR_ENV}"
+    )
+
+
 RATE_LIMIT = "1000000/second"
 """High enough that the limiter runs on every request but never answers 429."""
 
@@ -40,7 +74,7 @@ UVICORN_FLAGS = (
 
 @dataclass(frozen=True)
 class ServerSpec:
-    """What to start: ``kind`` is bare, peer or retrysafe."""
+    """What to start: ``kind`` is anchor_sqlite, anchor_postgres, bare, peer, library, retrysafe."""
 
     kind: str
     database: str = "sqlite"
@@ -49,6 +83,10 @@ class ServerSpec:
     """retrysafe's ``--log-level``: ``warning`` filters the per-request line out."""
     api_log: bool = True
     """False runs retrysafe with ``--api-log-retention 0`` (no API-log entries)."""
+    sqlite_synchronous: str | None = None
+    """retrysafe's ``--sqlite-synchronous`` (None: the default, ``full``)."""
+    variant: str = ""
+    """The peer package (``PEER``) or the library row's store (``LIB_STORE``)."""
 
 
 @dataclass
@@ -94,18 +132,55 @@ def create_api_key(database_url: str) -> str:
     return created.stdout.strip().splitlines()[-1]
 
 
+def migrate(database_url: str) -> None:
+    """Create and migrate a retrysafe database (the library rows' SQLite store)."""
+    subprocess.run(
+        [*retrysafe_cli(), "migrate", "--database", database_url],
+        capture_output=True,
+        check=True,
+        timeout=120,
+        env=_clean_env(),
+    )
+
+
 def command(spec: ServerSpec, port: int, database_url: str) -> list[str]:
     """The server's command line; ``python`` stands for this interpreter."""
-    if spec.kind in ("bare", "peer"):
+    if spec.kind in ANCHOR_KINDS:
+        # As ../shared/bench/README.md starts them.
+        app = f"{spec.kind}:app"
+        return [
+            "python", "-m", "uvicorn", app, "--app-dir", str(anchor_dir()),
+            "--port", str(port), *UVICORN_FLAGS,
+        ]  # fmt: skip
+    if spec.kind in APP_KINDS:
         app = f"{spec.kind}_app:app"
         return ["python", "-m", "uvicorn", app, "--port", str(port), *UVICORN_FLAGS]
     argv = ["python", "-m", "retrysafe", "serve", "--port", str(port)]
     argv += ["--database", database_url, "--rate-limit", RATE_LIMIT, "--log-level", spec.log_level]
     if not spec.api_log:
         argv += ["--api-log-retention", "0"]
+    if spec.sqlite_synchronous is not None:
+        argv += ["--sqlite-synchronous", spec.sqlite_synchronous]
     if spec.workers > 1:
         argv += ["--workers", str(spec.workers)]
     return argv
+
+
+def environment(spec: ServerSpec, database_url: str) -> dict[str, str]:
+    """The variables a server of ``spec`` reads its database (and peer or store) from."""
+    if spec.kind == "retrysafe":
+        return {}
+    if spec.kind == "anchor_postgres":
+        return {"PERF_PG": database_url}
+    path = database_url.removeprefix("sqlite:///")
+    env = {"PERF_DB": path, "BARE_DB": path}
+    if spec.kind in ("peer", "library"):
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(anchor_dir()), *filter(None, [os.environ.get("PYTHONPATH")])]
+        )
+    if spec.kind == "peer":
+        env["PEER"] = spec.variant
+    return env
 
 
 @contextlib.contextmanager
@@ -119,17 +194,18 @@ def serving(
 ) -> Iterator[RunningServer]:
     """Start ``spec`` on a free port, wait until /health answers, stop it on exit.
 
-    ``database_url`` is a ``sqlite:///path`` or ``postgresql://`` URL; the bare app
-    and the peer take the SQLite path only. retrysafe gets a new API key unless
-    ``api_key`` is given.
+    ``database_url`` is a ``sqlite:///path`` or ``postgresql://`` URL (the anchor
+    on PostgreSQL takes the latter, the other apps the SQLite path). retrysafe
+    gets a new API key unless ``api_key`` is given; the others ignore the key,
+    except the library app, which is told the one it accepts.
     """
     if api_key is None:
-        api_key = create_api_key(database_url) if spec.kind == "retrysafe" else ""
+        api_key = create_api_key(database_url) if spec.kind == "retrysafe" else "bench-key"
     port = free_port()
     argv = command(spec, port, database_url)
-    extra = dict(env or {})
-    if spec.kind != "retrysafe":
-        extra["BARE_DB"] = database_url.removeprefix("sqlite:///")
+    extra = {**environment(spec, database_url), **(env or {})}
+    if spec.kind == "library":
+        extra["BENCH_KEY"] = api_key
     log_path = workdir / f"{spec.kind}-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(

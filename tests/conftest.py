@@ -11,6 +11,7 @@ PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 import time
@@ -22,6 +23,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+import structlog
 import uvicorn
 
 from retrysafe.database import Database
@@ -168,6 +170,45 @@ def start_server(settings: Settings, *, migrate_first: bool = True) -> LiveServe
         _server=server,
         _thread=thread,
     )
+
+
+def quiet_structlog() -> None:
+    """Send structlog events through stdlib logging, where pytest captures them.
+
+    structlog's default (and what ``serve`` configures) prints to stdout. In-process
+    test servers log from their own threads, often just after the test that made
+    the request has finished, while pytest has capture suspended to print its
+    progress: the request lines landed in ``-q`` output. As stdlib records under
+    ``retrysafe.*`` they are captured per test instead (warnings and errors show in
+    a failure report), and the rest is dropped quietly: the NullHandler keeps
+    logging's last-resort handler from printing them between tests.
+
+    The ``retrysafe`` logger is reset too: ``serve`` run in-process builds a
+    ``uvicorn.Config``, whose logging config gives it a stdout handler of its own.
+    """
+    retrysafe_logger = logging.getLogger("retrysafe")
+    retrysafe_logger.handlers[:] = [logging.NullHandler()]
+    retrysafe_logger.propagate = True
+    retrysafe_logger.setLevel(logging.NOTSET)
+    structlog.reset_defaults()
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.format_exc_info,
+            structlog.processors.KeyValueRenderer(key_order=["event"]),
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=False,
+    )
+
+
+quiet_structlog()  # for what runs before the first test's fixtures, such as collection
+
+
+@pytest.fixture(autouse=True)
+def _quiet_structlog() -> None:
+    """Every test starts quiet, even after one that ran ``serve`` in-process."""
+    quiet_structlog()
 
 
 @pytest.fixture

@@ -1,56 +1,131 @@
-"""Build and check :class:`Settings` from command-line values and ``RETRYSAFE_*`` variables."""
+"""Build and check :class:`Settings` from its declarations: variables, flag values, the README.
+
+The options themselves are declared once, on the fields of
+:class:`retrysafe.settings.Settings`; this module only walks those declarations.
+"""
 
 from __future__ import annotations
 
+import enum
+import functools
 import os
+import types
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from retrysafe.settings import OPTION, ConfigError, Option, Settings
 
-from retrysafe.settings import Settings
+__all__ = [
+    "ENV_PREFIX",
+    "SERVER_OPTIONS",
+    "ConfigError",
+    "DeclaredOption",
+    "check",
+    "check_database_url",
+    "check_rate_limit",
+    "configuration_table",
+    "display_url",
+    "env_name",
+    "parse_bool",
+    "settings_from_env",
+    "settings_from_values",
+    "settings_to_env",
+]
 
 ENV_PREFIX = "RETRYSAFE_"
 
-DATABASE_SCHEMES = frozenset({"sqlite", "postgresql", "postgres"})
-REDIS_SCHEMES = frozenset({"redis", "rediss", "redis+unix"})
-PROVIDER_SCHEMES = frozenset({"http", "https"})
-SQLITE_SYNCHRONOUS = ("full", "normal")
-
-
-class ConfigError(ValueError):
-    """A configuration value is unusable; the message names the flag and says what to fix."""
-
 
 @dataclass(frozen=True, slots=True)
-class Option:
-    """One server option: its ``serve`` flag, its environment variable and its Settings field."""
-
-    flag: str
-    """The long flag without dashes, as typed after ``retrysafe serve --``."""
+class DeclaredOption:
+    """One option as declared on its :class:`Settings` field, with the field's name and type."""
 
     field: str
     """The :class:`Settings` attribute the value lands in."""
 
-    parse: Callable[[str], Any]
-    """Turns the environment variable's text into the field's type."""
+    kind: type
+    """The field's type without ``None``: ``int``, ``str``, ``Path``, an enum…"""
+
+    optional: bool
+    """``None`` is a value (an unset URL); an empty variable or flag means it."""
+
+    default: Any
+    option: Option
+
+    @property
+    def flag(self) -> str:
+        return self.option.flag
 
     @property
     def env(self) -> str:
-        return env_name(self.flag)
+        return self.option.env
 
     @property
     def label(self) -> str:
-        return f"--{self.flag} / {self.env}"
+        return self.option.label
+
+    def parse(self, text: str) -> Any:
+        """The field's value from a variable's text; :class:`ValueError` when it is not one."""
+        text = text.strip()
+        if self.optional and not text:
+            # An empty variable means "not configured", the way shells clear a setting.
+            return None
+        if self.kind is bool:
+            return parse_bool(text)
+        if issubclass(self.kind, enum.Enum):
+            return self.kind(text.lower())
+        convert: Callable[[str], Any] = self.kind  # int, float, str or Path
+        return convert(text)
+
+    def describe_kind(self) -> str:
+        """What a variable for this option must hold, for the message when it does not."""
+        if self.kind is bool:
+            return "true or false"
+        if self.kind is int:
+            return "an integer"
+        if issubclass(self.kind, enum.Enum):
+            return "one of " + ", ".join(member.value for member in self.kind)
+        return "a number"
+
+    def shown_default(self) -> str:
+        """The default as ``--help`` and the README show it."""
+        if self.option.shown_default is not None:
+            return self.option.shown_default
+        if isinstance(self.default, float):
+            return f"{self.default:g}"
+        return str(self.default)
 
 
-def _optional_str(text: str) -> str | None:
-    # An empty variable means "not configured", the way shells clear a setting.
-    return text or None
+def _declared_options() -> tuple[DeclaredOption, ...]:
+    hints = typing.get_type_hints(Settings)
+    declared = []
+    for item in fields(Settings):
+        option = item.metadata.get(OPTION)
+        if option is None:
+            continue
+        kind, optional = _without_none(hints[item.name])
+        declared.append(DeclaredOption(item.name, kind, optional, item.default, option))
+    return tuple(declared)
+
+
+def _without_none(hint: Any) -> tuple[type, bool]:
+    if isinstance(hint, types.UnionType):
+        members = [member for member in typing.get_args(hint) if member is not type(None)]
+        [kind] = members  # an option has one type, or one type and None
+        return kind, True
+    return hint, False
+
+
+SERVER_OPTIONS: tuple[DeclaredOption, ...] = _declared_options()
+"""Every Settings field a flag can set, in declaration order."""
+
+BY_FIELD: Mapping[str, DeclaredOption] = {option.field: option for option in SERVER_OPTIONS}
+
+
+def env_name(flag: str) -> str:
+    """``rate-limit`` → ``RETRYSAFE_RATE_LIMIT``: the variable every flag also reads."""
+    return ENV_PREFIX + flag.upper().replace("-", "_")
 
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -67,38 +142,6 @@ def parse_bool(text: str) -> bool:
     raise ValueError(text)
 
 
-SERVER_OPTIONS: tuple[Option, ...] = (
-    Option("database", "database_url", str),
-    Option("db-pool-size", "db_pool_size", int),
-    Option("sqlite-synchronous", "sqlite_synchronous", str),
-    Option("redis", "redis_url", _optional_str),
-    Option("rate-limit", "rate_limit", str),
-    Option("auth-failure-limit", "auth_failure_limit", str),
-    Option("idempotency-ttl", "idempotency_ttl", int),
-    Option("max-body", "max_body", int),
-    Option("max-upload", "max_upload", int),
-    Option("max-json-depth", "max_json_depth", int),
-    Option("max-header-bytes", "max_header_bytes", int),
-    Option("max-query-bytes", "max_query_bytes", int),
-    Option("request-timeout", "request_timeout", float),
-    Option("max-in-flight", "max_in_flight", int),
-    Option("provider-url", "provider_url", _optional_str),
-    Option("provider-timeout", "provider_timeout", float),
-    Option("document-dir", "document_dir", Path),
-    Option("api-log-retention", "api_log_retention", int),
-    Option("api-log-bodies", "api_log_bodies", parse_bool),
-    Option("api-log-body-limit", "api_log_body_limit", int),
-)
-"""Every Settings field a flag can set; ``serve`` hands them to worker processes as variables."""
-
-_BY_FIELD = {option.field: option for option in SERVER_OPTIONS}
-
-
-def env_name(flag: str) -> str:
-    """``rate-limit`` → ``RETRYSAFE_RATE_LIMIT``: the variable every flag also reads."""
-    return ENV_PREFIX + flag.upper().replace("-", "_")
-
-
 def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from ``RETRYSAFE_*`` variables over the defaults, checked by :func:`check`.
 
@@ -112,22 +155,28 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
         if text is None:
             continue
         try:
-            values[option.field] = option.parse(text.strip())
+            values[option.field] = option.parse(text)
         except ValueError:
-            kinds = {int: "an integer", parse_bool: "true or false"}
-            kind = kinds.get(option.parse, "a number")
-            raise ConfigError(f"{option.env} must be {kind}, got {text!r}") from None
+            raise ConfigError(
+                f"{option.env} must be {option.describe_kind()}, got {text!r}"
+            ) from None
     return check(replace(Settings(), **values))
+
+
+def settings_from_values(values: Mapping[str, Any]) -> Settings:
+    """Settings from values the flag parser already typed (``serve``'s flags), checked."""
+    typed: dict[str, Any] = {
+        name: None if BY_FIELD[name].optional and value == "" else value
+        for name, value in values.items()
+    }
+    return check(Settings(**typed))
 
 
 def settings_to_env(settings: Settings) -> dict[str, str]:
     """The ``RETRYSAFE_*`` variables that :func:`settings_from_env` turns back into ``settings``."""
     env: dict[str, str] = {}
-    for item in fields(settings):
-        option = _BY_FIELD.get(item.name)
-        if option is None:
-            continue
-        value = getattr(settings, item.name)
+    for option in SERVER_OPTIONS:
+        value = getattr(settings, option.field)
         # None is spelled as an empty variable so it overrides one inherited from the shell.
         env[option.env] = "" if value is None else str(value)
     return env
@@ -135,86 +184,70 @@ def settings_to_env(settings: Settings) -> dict[str, str]:
 
 def check(settings: Settings) -> Settings:
     """Return ``settings`` unchanged when every value is usable, else raise :class:`ConfigError`."""
-    check_database_url(settings.database_url)
-    if settings.redis_url is not None:
-        _check_url(settings.redis_url, REDIS_SCHEMES, _BY_FIELD["redis_url"].label)
-    if settings.provider_url is not None:
-        _check_url(settings.provider_url, PROVIDER_SCHEMES, _BY_FIELD["provider_url"].label)
-    check_rate_limit(settings.rate_limit)
-    check_rate_limit(settings.auth_failure_limit, "auth_failure_limit")
-    _at_least(settings.db_pool_size, 1, "db_pool_size", "connection")
-    if settings.sqlite_synchronous not in SQLITE_SYNCHRONOUS:
-        label = _BY_FIELD["sqlite_synchronous"].label
-        raise ConfigError(f"{label} must be full or normal, got {settings.sqlite_synchronous!r}")
-    _at_least(settings.idempotency_ttl, 1, "idempotency_ttl", "second")
-    _at_least(settings.max_body, 1, "max_body", "byte")
-    _at_least(settings.max_upload, 1, "max_upload", "byte")
-    _at_least(settings.max_json_depth, 1, "max_json_depth", "level")
-    _at_least(settings.max_header_bytes, 1, "max_header_bytes", "byte")
-    _at_least(settings.max_query_bytes, 0, "max_query_bytes", "byte")
-    _at_least(settings.max_in_flight, 1, "max_in_flight", "request")
-    _at_least(settings.api_log_retention, 0, "api_log_retention", "second")
-    _at_least(settings.api_log_body_limit, 1, "api_log_body_limit", "byte")
-    if not settings.request_timeout > 0:
-        label = _BY_FIELD["request_timeout"].label
-        raise ConfigError(f"{label} must be more than 0 seconds, got {settings.request_timeout}")
-    if not settings.provider_timeout > 0:
-        label = _BY_FIELD["provider_timeout"].label
-        raise ConfigError(f"{label} must be more than 0 seconds, got {settings.provider_timeout}")
+    for declared in SERVER_OPTIONS:
+        value = getattr(settings, declared.field)
+        option = declared.option
+        if option.minimum is not None or option.maximum is not None:
+            _check_range(value, option)
+        if option.rule is not None:
+            option.rule(value, option.label)
     return settings
+
+
+def _check_range(value: float, option: Option) -> None:
+    unit = f" {option.unit}" if option.unit else ""
+    low, high = option.minimum, option.maximum
+    if low is not None and option.above and not value > low:
+        raise ConfigError(f"{option.label} must be more than {low:g}{unit}, got {value}")
+    if low is not None and not option.above and value < low:
+        raise ConfigError(f"{option.label} must be at least {low:g}{unit}, got {value}")
+    if high is not None and value > high:
+        raise ConfigError(f"{option.label} must be at most {high:g}{unit}, got {value}")
+
+
+def _rule(field: str) -> Callable[[Any, str], None]:
+    rule = BY_FIELD[field].option.rule
+    assert rule is not None, field  # the declarations give these fields a rule
+    return rule
 
 
 def check_database_url(url: str) -> str:
     """Accept ``sqlite:///path`` and ``postgresql://…`` (optionally with an async driver)."""
-    label = _BY_FIELD["database_url"].label
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise ConfigError(
-            f"{label} must be a URL such as sqlite:///./retrysafe.db or "
-            f"postgresql://user:password@host/dbname, got {url!r}"
-        ) from None
-    backend = parsed.drivername.partition("+")[0]
-    if backend not in DATABASE_SCHEMES:
-        raise ConfigError(
-            f"{label} must use sqlite:// or postgresql://, got the {backend!r} scheme"
-        )
+    _rule("database_url")(url, BY_FIELD["database_url"].label)
     return url
 
 
 def check_rate_limit(text: str, field: str = "rate_limit") -> str:
     """Accept exactly one positive ``limits`` rate such as ``100/second`` or ``5 per minute``."""
-    label = _BY_FIELD[field].label
-    # Imported here: ``limits`` pulls in its storage backends, which only ``serve`` needs.
-    import limits
-
-    try:
-        rates = limits.parse_many(text)
-    except ValueError:
-        rates = []
-    if len(rates) != 1 or rates[0].amount < 1:
-        raise ConfigError(
-            f"{label} must be one rate such as '100/second' or '5000 per hour', got {text!r}"
-        )
+    _rule(field)(text, BY_FIELD[field].label)
     return text
 
 
 def display_url(url: str) -> str:
     """``url`` with any password masked, for logs and messages."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return url
 
 
-def _check_url(url: str, schemes: frozenset[str], label: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in schemes or not (parts.netloc or parts.path):
-        wanted = " or ".join(f"{scheme}://" for scheme in sorted(schemes))
-        raise ConfigError(f"{label} must be a {wanted} URL, got {url!r}")
-
-
-def _at_least(value: int, minimum: int, field: str, unit: str) -> None:
-    if value < minimum:
-        label = _BY_FIELD[field].label
-        raise ConfigError(f"{label} must be at least {minimum} {unit}, got {value}")
+@functools.cache
+def configuration_table() -> str:
+    """The README's configuration table (Markdown), one row per declared option."""
+    rows = [
+        "| flag | variable | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for option in SERVER_OPTIONS:
+        meaning = option.option.help
+        if issubclass(option.kind, enum.Enum):
+            meaning += " One of " + ", ".join(f"`{member.value}`" for member in option.kind) + "."
+        meaning = meaning.replace("|", "\\|")  # a pipe would end the cell
+        # None and off are words, not values to type.
+        literal = option.default is not None and not isinstance(option.default, bool)
+        default = f"`{option.shown_default()}`" if literal else option.shown_default()
+        rows.append(f"| `--{option.flag}` | `{option.env}` | {default} | {meaning} |")
+    return "\n".join(rows) + "\n"

@@ -9,7 +9,6 @@ line, warnings) and to uvicorn's own stdlib log records alike.
 from __future__ import annotations
 
 import copy
-import enum
 import logging
 import sys
 from typing import Any
@@ -17,16 +16,21 @@ from typing import Any
 import structlog
 from structlog.typing import Processor
 
+from retrysafe.settings import LogFormat, LogLevel
+
+__all__ = [
+    "DEFAULT_FORMAT",
+    "TRACE",
+    "LogFormat",
+    "LogLevel",
+    "configure_structlog",
+    "json_formatter",
+    "level_number",
+    "uvicorn_log_config",
+]
+
 TRACE = 5
 """uvicorn's level below DEBUG."""
-
-
-class LogFormat(enum.StrEnum):
-    """The ``--log-format`` choices."""
-
-    JSON = "json"
-    CONSOLE = "console"
-
 
 DEFAULT_FORMAT = LogFormat.JSON
 

@@ -6,11 +6,12 @@ the suite; these checks keep them importable and their arithmetic right.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from benchmarks import report, wrk
+from benchmarks import report, run, servers, wrk
 from benchmarks.growth import GrowthPoint
 from benchmarks.rows import ROWS_BY_KEY, Measurement
 from benchmarks.run import parse_args
@@ -78,26 +79,73 @@ def _measurement(row: str, rps: float, statuses: dict[int, int] | None = None) -
 
 def test_ratios_are_paired_within_a_pass_and_targets_carry_their_margin() -> None:
     passes = [
-        {"bare": _measurement("bare", 1000), "create": _measurement("create", 700)},
-        {"bare": _measurement("bare", 500), "create": _measurement("create", 400)},
+        {
+            "anchor_sqlite": _measurement("anchor_sqlite", 1000),
+            "create": _measurement("create", 700),
+        },
+        {
+            "anchor_sqlite": _measurement("anchor_sqlite", 500),
+            "create": _measurement("create", 400),
+        },
     ]
     summaries = {s.key: s for s in report.summarize(passes)}
     # Paired: median(0.7, 0.8) = 0.75, not 550 / 750.
     assert summaries["create"].ratio == pytest.approx(0.75)
+    assert summaries["anchor_sqlite"].ratio == pytest.approx(1.0)
     assert summaries["create"].worker_share == "75/25 %"
     found = {t.name: t for t in report.targets(passes)}
-    create = found["create ≥ 0.6× baseline"]
+    create = found["SQLite create ≥ 0.6× anchor_sqlite"]
     assert create.met
     assert create.margin == "+25 %"
-    assert not found["create p99 ≤ 40 ms at 32 connections"].met
+    assert not found["stretch: SQLite create ≥ 0.8× anchor_sqlite"].met
+    assert not found["SQLite create p99 ≤ 25 ms at 32 connections"].met
+    assert not found["server CPU per create ≤ 0.35 ms (SQLite)"].met
+
+
+def test_postgres_rows_are_measured_against_the_postgres_anchor() -> None:
+    one = {
+        "anchor_sqlite": _measurement("anchor_sqlite", 3000),
+        "anchor_postgres": _measurement("anchor_postgres", 1000),
+        "postgres": _measurement("postgres", 700),
+        "postgres-workers": _measurement("postgres-workers", 1400),
+    }
+    summaries = {s.key: s for s in report.summarize([one, one])}
+    assert summaries["postgres"].ratio == pytest.approx(0.7)
+    found = {t.name: t for t in report.targets([one, one])}
+    assert found["PostgreSQL create ≥ 0.6× anchor_postgres"].measured == pytest.approx(0.7)
+    assert found["PostgreSQL --workers 2 ≥ 1.6× one worker"].measured == pytest.approx(2.0)
+
+
+def test_each_library_row_is_compared_with_the_best_peer_of_its_kind() -> None:
+    one = {
+        "lib-memory": _measurement("lib-memory", 900),
+        "lib-memory-replay": _measurement("lib-memory-replay", 3000),
+        "peer-asgi-idempotency-header": _measurement("peer-asgi-idempotency-header", 1000),
+        "peer-fastapi-idempotency-key": _measurement("peer-fastapi-idempotency-key", 600),
+        "peer-fastapi-idempotency-replay": _measurement("peer-fastapi-idempotency-replay", 2000),
+        # Faster, but every answer a 422: it did not replay, so it is not the peer to beat.
+        "peer-fastapi-idempotency-key-replay": _measurement(
+            "peer-fastapi-idempotency-key-replay", 9000, {422: 1000}
+        ),
+    }
+    found = {t.name: t for t in report.targets([one, one])}
+    new = found["lib-memory ahead of every peer on new keys (best: peer-asgi-idempotency-header)"]
+    assert new.measured == pytest.approx(0.9)
+    assert not new.met
+    replay = found[
+        "lib-memory-replay ahead of every peer on replays (best: peer-fastapi-idempotency-replay)"
+    ]
+    assert replay.met
 
 
 def test_a_row_answered_mostly_with_other_statuses_does_not_meet_a_target() -> None:
     passes = [
-        {"bare": _measurement("bare", 1000), "replay": _measurement("replay", 2000, {409: 900})},
-        {"bare": _measurement("bare", 1000), "replay": _measurement("replay", 2000, {409: 900})},
-    ]
-    (replay,) = [t for t in report.targets(passes) if t.name.startswith("replay")]
+        {
+            "anchor_sqlite": _measurement("anchor_sqlite", 1000),
+            "replay": _measurement("replay", 2000, {409: 900}),
+        }
+    ] * 2
+    (replay,) = [t for t in report.targets(passes) if t.name.startswith("SQLite replay")]
     assert "100 % of row replay's answers were not 201" in replay.invalid
     assert "not measured" in report.targets_table([replay])
 
@@ -129,3 +177,55 @@ def test_the_command_line_refuses_a_single_pass_and_unknown_rows() -> None:
     with pytest.raises(SystemExit):
         parse_args(["--rows", "create,nonsense"])
     assert parse_args(["--quick"]).seconds == 3
+
+
+def test_rows_without_their_prerequisites_are_skipped_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(run, "_serve_has", lambda flag: False)
+    chosen = [ROWS_BY_KEY[key] for key in ("create", "sync-normal", "peer-idempotency-kit")]
+    to_run, skipped = run.runnable(chosen)
+    assert [row.key for row in to_run] == ["create"]
+    assert "--sqlite-synchronous" in skipped["sync-normal"]
+    assert "no HTTP integration" in skipped["peer-idempotency-kit"]
+
+
+def test_missing_anchors_skip_every_row_built_on_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(servers.ANCHOR_DIR_ENV, str(tmp_path))
+    with pytest.raises(servers.AnchorsMissing):
+        servers.anchor_dir()
+    chosen = [ROWS_BY_KEY[key] for key in ("anchor_sqlite", "lib-memory", "replay")]
+    to_run, skipped = run.runnable(chosen)
+    assert [row.key for row in to_run] == ["replay"]
+    assert set(skipped) == {"anchor_sqlite", "lib-memory"}
+
+
+def test_the_anchors_start_as_their_readme_says(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "anchor_sqlite.py").write_text("")
+    monkeypatch.setenv(servers.ANCHOR_DIR_ENV, str(tmp_path))
+    argv = servers.command(ROWS_BY_KEY["anchor_sqlite"].server, 8101, "sqlite:////tmp/a.db")
+    assert argv == [
+        "python", "-m", "uvicorn", "anchor_sqlite:app", "--app-dir", str(tmp_path),
+        "--port", "8101", "--loop", "uvloop", "--http", "httptools",
+        "--log-level", "warning", "--no-access-log",
+    ]  # fmt: skip
+    env = servers.environment(ROWS_BY_KEY["anchor_postgres"].server, "postgresql://h/db")
+    assert env == {"PERF_PG": "postgresql://h/db"}
+    peer = servers.environment(ROWS_BY_KEY["peer-fastapi-idempotency-key"].server, "sqlite:////x")
+    assert peer["PERF_DB"] == "/x"
+    assert peer["PEER"] == "fastapi-idempotency-key"
+    assert peer["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path)
+
+
+def test_the_documented_commands_name_no_port_path_or_key() -> None:
+    row = ROWS_BY_KEY["lib-sqlite"]
+    argv = ["python", "-m", "uvicorn", "library_app:app", "--port", "40123"]
+    words = run._generic(row, argv)
+    assert "PORT" in words
+    assert "40123" not in words
+    assert "LIB_STORE=sqlite" in words
+    assert "BENCH_KEY=KEY" in words

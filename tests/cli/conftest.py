@@ -29,8 +29,8 @@ def run_main(
 ) -> MainRunner:
     """``retrysafe ARGS`` through :func:`retrysafe.cli.main`, in ``tmp_path``, clean environment.
 
-    ``uvicorn.run`` is replaced by a failure, so input that wrongly passes the checks
-    fails the test instead of serving forever.
+    ``uvicorn.Server.run`` (and ``uvicorn.run``) is replaced by a failure, so input
+    that wrongly passes the checks fails the test instead of serving forever.
     """
     import uvicorn
 
@@ -38,6 +38,7 @@ def run_main(
         raise AssertionError("serve got past its input checks")
 
     monkeypatch.setattr(uvicorn, "run", refuse_to_serve)
+    monkeypatch.setattr(uvicorn.Server, "run", refuse_to_serve)
     monkeypatch.chdir(tmp_path)
     for name in list(os.environ):
         if name.startswith("RETRYSAFE_"):

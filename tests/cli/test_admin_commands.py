@@ -30,11 +30,16 @@ def query(db_path: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
         return conn.execute(sql, params).fetchall()
 
 
+DATABASE_NOTICES = ("retrysafe: database ", "retrysafe: created a new, empty database ")
+
+
 def assert_one_line_error(stderr: str) -> None:
+    """One ``retrysafe: error:`` line, after at most the line naming the database used."""
     assert "Traceback" not in stderr
-    lines = stderr.strip().splitlines()
+    lines = [line for line in stderr.strip().splitlines() if not line.startswith(DATABASE_NOTICES)]
     assert len(lines) == 1, stderr
     assert lines[0].startswith("retrysafe: error: ")
+    assert len(stderr.strip().splitlines()) <= 2, stderr
 
 
 def create_key(tmp_path: Path, db_url: str, *extra: str) -> tuple[str, str]:
@@ -131,11 +136,13 @@ def test_keys_revoke(tmp_path: Path, db_path: Path, db_url: str) -> None:
 
 
 def test_keys_revoke_unknown_id_fails(tmp_path: Path, db_url: str) -> None:
-    """An id that names no key is an error (1) that repeats the id."""
+    """An id that names no key is an error (1) that repeats the id and names the database."""
+    create_key(tmp_path, db_url)
     result = run_cli("keys", "revoke", "key_0000000000000000", "--database", db_url, cwd=tmp_path)
     assert result.returncode == 1
     assert_one_line_error(result.stderr)
-    assert "key_0000000000000000" in result.stderr
+    assert "no API key with id 'key_0000000000000000' in " in result.stderr
+    assert result.stderr.strip().endswith(str(tmp_path / "cli.db"))
 
 
 def test_orgs_create_with_inquiry_quota(tmp_path: Path, db_path: Path, db_url: str) -> None:

@@ -50,12 +50,13 @@ def test_serve_freezes_after_building_the_app_and_before_serving(
 
     frozen_when_served: list[int] = []
 
-    def serve(app: object, **_options: object) -> None:
-        assert callable(app)
+    def serve(server: uvicorn.Server, sockets: object = None) -> None:
+        assert callable(server.config.app)
         frozen_when_served.append(gc.get_freeze_count())
+        server.started = True  # as a server that served and stopped
 
     gc.unfreeze()
-    monkeypatch.setattr(uvicorn, "run", serve)
+    monkeypatch.setattr(uvicorn.Server, "run", serve)
     outcome = run_main("serve", "--port", "0")
     assert outcome.exit_code == 0, outcome.stderr
     assert len(frozen_when_served) == 1

@@ -44,11 +44,21 @@ def database_name() -> Iterator[str]:
 
 
 def test_migrate_creates_a_missing_database(tmp_path: Path, database_name: str) -> None:
-    """The database does not exist; migrate creates it and the schema, twice harmlessly."""
-    url = f"{SERVER}/{database_name}"
+    """The database does not exist; migrate creates it and the schema, twice harmlessly.
+
+    The first run says loudly that it created the database, the second only which
+    one it used; neither shows the password.
+    """
+    url = f"postgresql://postgres:hunter2@127.0.0.1:5432/{database_name}"
+    shown = f"postgresql://postgres:***@127.0.0.1:5432/{database_name}"
+    said = []
     for _ in range(2):
         result = run_cli("migrate", "--database", url, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
+        assert "hunter2" not in result.stderr + result.stdout
+        said.append(result.stderr.strip())
+    assert said[0].startswith(f"retrysafe: created a new, empty database at {shown} — ")
+    assert said[1] == f"retrysafe: database {shown}"
     tables = {
         str(row[0])
         for row in fetch(

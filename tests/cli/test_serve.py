@@ -43,7 +43,8 @@ def test_serve_migrates_answers_health_and_logs_where_it_listens(
     servers.append(server)
     server.wait_healthy()
     assert db_path.exists()
-    assert f"serving http://127.0.0.1:{server.port}" in server.log()
+    assert f"created a new, empty database at {db_path}" in server.log()
+    assert f"serving http://127.0.0.1:{server.port} from {db_path} with 1 process" in server.log()
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells why.
     assert server.stop() in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in server.log()
@@ -66,6 +67,7 @@ def test_serve_reads_every_setting_from_the_environment(
     servers.append(server)
     server.wait_healthy()
     assert db_path.exists()
+    assert f"from {db_path} (from RETRYSAFE_DATABASE) with 1 process" in server.log()
 
     too_big = httpx.post(f"{server.base_url}/api/v1/accounts", json=BIG_BODY, timeout=10)
     assert too_big.status_code == 413
@@ -188,7 +190,7 @@ def test_flag_parse_error_in_a_real_process_has_no_traceback(tmp_path: Path) -> 
 def test_serve_with_unreachable_database_fails_cleanly(tmp_path: Path) -> None:
     """serve migrates first; a database it cannot reach is one line and exit 1."""
     url = "postgresql://retrysafe:hunter2@127.0.0.1:1/retrysafe"
-    result = run_cli("serve", "--database", url, cwd=tmp_path, timeout=30)
+    result = run_cli("serve", "--port", "0", "--database", url, cwd=tmp_path, timeout=30)
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("retrysafe: error: cannot use the database")

@@ -107,3 +107,12 @@ def test_chunking_never_changes_the_fingerprint(fields: dict[str, str], chunk: i
     whole = fingerprint(form, FORM, chunk=len(form) + 1)
     assert fingerprint(form, FORM, chunk=chunk) == whole
     assert whole == fingerprint(json.dumps({"data": {"attributes": attributes}}).encode(), JSON)
+
+
+def test_a_lone_surrogate_has_a_fingerprint_of_its_own() -> None:
+    """Valid JSON, invalid text: it fingerprints (no exception) and shares it with nothing."""
+    lone = fingerprint(b'{"name": "\\ud800"}', JSON)
+    assert lone == fingerprint(b'{ "name" : "\\ud800" }', JSON)
+    assert lone != fingerprint(b'{"name": "\\ud801"}', JSON)
+    assert lone != fingerprint('{"name": "\ufffd"}'.encode(), JSON)
+    assert lone != fingerprint(b'{"name": "\\\\ud800"}', JSON)

@@ -73,3 +73,48 @@ def test_an_operators_directory_is_used_and_kept(tmp_path: Path) -> None:
     finally:
         os.environ.pop(MULTIPROC_ENV, None)
     assert tmp_path.exists()
+
+
+def _without_creation_times(text: str) -> list[str]:
+    return [
+        line.rsplit(" ", 1)[0] if "_created{" in line or "_created " in line else line
+        for line in text.splitlines()
+    ]
+
+
+def test_the_per_process_request_metrics_expose_what_prometheus_client_would() -> None:
+    """Same names, help, labels, buckets (a value on a bound included) and _created series."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.exposition import generate_latest
+
+    from retrysafe.observability.metrics import LATENCY_BUCKETS, _SharedRequestMetrics
+
+    observations = [
+        ("POST", "/api/v1/accounts", 201, 0.003),
+        ("POST", "/api/v1/accounts", 201, 0.01),  # exactly on a bound: le="0.01"
+        ("POST", "/api/v1/accounts", 409, 0.2),
+        ("GET", "/health", 200, 45.0),  # past the last bound: +Inf only
+    ]
+    outcomes = ["executed", "replayed", "executed"]
+    fast = Metrics(multiprocess_dir=None)
+    reference_registry = CollectorRegistry(auto_describe=True)
+    reference = _SharedRequestMetrics(reference_registry, LATENCY_BUCKETS)
+    for observation in observations:
+        fast.observe_request(*observation)
+        reference.observe_request(*observation)
+    for outcome in outcomes:
+        fast.observe_outcome(outcome)
+        reference.observe_outcome(outcome)
+    fast_lines = _without_creation_times(fast.render().decode())
+    reference_lines = _without_creation_times(generate_latest(reference_registry).decode())
+    assert reference_lines  # the comparison below compares something
+    for line in reference_lines:
+        assert line in fast_lines
+    assert (
+        fast.registry.get_sample_value(
+            "retrysafe_http_request_duration_seconds_bucket",
+            {"method": "POST", "route": "/api/v1/accounts", "le": "0.01"},
+        )
+        == 2.0
+    )
+    assert fast.registry.get_sample_value("retrysafe_idempotency_records_stored_total") == 2.0

@@ -16,7 +16,12 @@ from tests.support.throwaway import free_port
 from retrysafe.asgi import ASGIApp, Receive, Scope, Send
 from retrysafe.envelope import ApiError, send_error
 from retrysafe.pipeline.envelope_layer import ErrorEnvelopeLayer
-from retrysafe.pipeline.rate_limit import RateLimiter, RateLimitLayer, async_storage_url
+from retrysafe.pipeline.rate_limit import (
+    ProcessCounters,
+    RateLimiter,
+    RateLimitLayer,
+    async_storage_url,
+)
 
 from .asgi_apps import EchoApp, RaisingApp, client
 
@@ -393,3 +398,68 @@ async def test_lifespan_shutdown_closes_the_limiter() -> None:
     await layer({"type": "lifespan"}, receive, send)
     assert closed == [True]
     assert sent == ["lifespan.shutdown.complete"]
+
+
+class TestProcessCounters:
+    """The synchronous hit on this process's counters agrees with limits' own async storage."""
+
+    async def test_a_window_counts_up_and_limits_strategy_reads_the_same_counts(self) -> None:
+        limiter = RateLimiter.from_settings("5/minute")
+        assert isinstance(limiter.storage, ProcessCounters)
+        outcomes = [await limiter.hit("key:a") for _ in range(3)]
+        assert [o.remaining for o in outcomes] == [4, 3, 2]
+        assert all(59 <= o.reset_after <= 60 for o in outcomes)
+        stats = await limiter.strategy.get_window_stats(limiter.item, "key:a")
+        assert stats.remaining == 2
+        # limits' own async increment continues the same window.
+        key = limiter.key_for("key:a")
+        assert await limiter.storage.incr(key, 60) == 4
+        assert (await limiter.hit("key:a")).remaining == 0
+        assert not (await limiter.hit("key:a")).allowed
+
+    async def test_an_ended_window_starts_over_and_the_sweep_drops_ended_ones(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        now = [1000.0]
+        monkeypatch.setattr("retrysafe.pipeline.rate_limit.time.time", lambda: now[0])
+        counters = ProcessCounters()
+        assert counters.hit_window("a", 10)[:2] == (1, 1010.0)
+        assert counters.hit_window("a", 10)[:2] == (2, 1010.0)
+        now[0] = 1005.0
+        counters.hit_window("b", 10)  # ends at 1015
+        now[0] = 1010.0  # a's window ends: a new one, as limits' incr would start
+        assert counters.hit_window("a", 10)[:2] == (1, 1020.0)
+        assert set(counters.storage) == {"a", "b"}
+        now[0] = 1025.0  # a new window of "c" starts a sweep: a and b have ended
+        counters.hit_window("c", 10)
+        assert set(counters.storage) == set(counters.expirations) == {"c"}
+
+    async def test_memory_urls_get_the_process_counters(self) -> None:
+        for url in (None, "memory://", "async+memory://"):
+            assert isinstance(RateLimiter.from_settings("5/minute", url).storage, ProcessCounters)
+
+
+@pytest.mark.redis
+async def test_a_hit_on_redis_is_one_round_trip_on_limits_own_counter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Count and reset come back from one script; limits' strategy reads the same counter."""
+    if not await redis_service.reachable():
+        pytest.skip(redis_service.SKIP_REASON)
+    limiter = RateLimiter.from_settings("5/minute", redis_service.URL)
+    identifier = "key:" + uuid.uuid4().hex
+
+    async def no_second_round_trip(key: str) -> float:
+        raise AssertionError("get_expiry called: the hit took a second round trip")
+
+    monkeypatch.setattr(limiter.storage, "get_expiry", no_second_round_trip)
+    try:
+        outcomes = [await limiter.hit(identifier) for _ in range(2)]
+        assert [o.remaining for o in outcomes] == [4, 3]
+        assert all(59 <= o.reset_after <= 60 for o in outcomes)
+        monkeypatch.undo()  # the strategy reads the reset through get_expiry
+        stats = await limiter.strategy.get_window_stats(limiter.item, identifier)
+        assert stats.remaining == 3
+    finally:
+        await limiter.storage.clear(limiter.key_for(identifier))
+        await limiter.aclose()

@@ -12,13 +12,14 @@ from tests.conftest import LiveServer
 from retrysafe.asgi import Receive, Scope, Send, state
 from retrysafe.database import Database
 from retrysafe.pipeline.principal import PRINCIPAL_STATE_KEY, Principal
+from retrysafe.service.api_docs import DOCS_PATHS
 from retrysafe.service.api_keys import ALL_SCOPES
 from retrysafe.service.app import create_api
 from retrysafe.service.scopes import ENDPOINT_SCOPES, served_endpoints
 from retrysafe.settings import Settings
 
 ACCOUNT = {"data": {"attributes": {"reference_id": "user-1", "name_first": "Ada"}}}
-PUBLIC_ROUTES = {"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+PUBLIC_ROUTES = {"/health", "/openapi.json"} | DOCS_PATHS
 
 
 def test_a_key_without_the_scope_never_gets_a_recorded_create_replayed(

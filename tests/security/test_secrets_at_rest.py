@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,7 +50,9 @@ def test_no_table_holds_a_secret(
     database_url: str,  # noqa: F811
     tmp_path: Path,
     capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="retrysafe")  # the request lines, every level
     created = run_cli("keys", "create", "--org", "acme", "--database", database_url, cwd=tmp_path)
     assert created.returncode == 0, created.stderr
     presented = created.stdout.strip().splitlines()[-1]
@@ -75,6 +78,9 @@ def test_no_table_holds_a_secret(
     assert ("api_keys", key_id) in values
     logged = capfd.readouterr()
     assert secret not in logged.out + logged.err, "the secret was logged"
+    # In-process servers log through stdlib logging in tests (tests/conftest.py).
+    assert "event='request'" in caplog.text, "no request line was seen to check"
+    assert secret not in caplog.text, "the secret was logged"
 
 
 async def test_lookup_is_by_key_id_and_the_hash_comparison_is_constant_time(

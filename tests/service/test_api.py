@@ -197,7 +197,7 @@ def test_openapi_documents_every_endpoint_bodies_and_errors(server) -> None:
         operation = paths["/api/v1" + path][method.lower()]
         for status in ("401", "429", "500"):
             error = operation["responses"][status]["content"]["application/json"]["schema"]
-            assert error == {"$ref": "#/components/schemas/Errors"}
+            assert error == {"$ref": f"#/components/schemas/Errors{status}"}
         if method in ("POST", "PATCH") and "{inquiry_id}/" not in path:
             content = operation["requestBody"]["content"]
             assert {"application/json", "multipart/form-data"} <= set(content)

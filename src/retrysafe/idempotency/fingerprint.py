@@ -1,12 +1,28 @@
 """Request fingerprints: what makes two requests with one key "the same request".
 
 The fingerprint covers method, the concrete path, the query and the request's
-*parameters*, not its bytes: a JSON body is compared as canonical JSON, and a
-multipart body as its fields (strings) and the SHA-256 of each file, laid out as
-the JSON it stands for (``data[attributes][name]`` → ``{"data": {"attributes":
-{"name": …}}}``). So a retry that re-encodes the same parameters still matches,
-and a multipart field matches a JSON string of the same value. Bodies are fed in
-chunks; nothing here holds an upload whole.
+*parameters*, not its bytes, under one rule: two requests a handler would treat
+differently never share a fingerprint, while a retry that re-encodes the same
+parameters still matches. Each body falls in exactly one of these domains, and
+domains never share a digest:
+
+- ``params``: a JSON body as canonical JSON, and a multipart form that is
+  exactly a JSON:API attribute set (only text fields named
+  ``data[attributes][NAME]``, each NAME once, UTF-8, nothing else in their
+  part headers) as the JSON it stands for, ``{"data": {"attributes": {NAME:
+  value}}}``. So a multipart field matches a JSON string of the same value.
+- ``form``: any other multipart form, as the ordered list of its parts, each
+  part's headers exactly as sent (name, filename, Content-Type, …) and the
+  SHA-256 of its content. The boundary, preamble and epilogue are not part of it.
+- ``json-unparsed``, ``form-unparsed``: a JSON body that does not parse, a
+  form that does not parse or ends before its closing boundary: the bytes
+  (with the boundary, which decides how a form parses).
+- ``raw``: any other body: its Content-Type and its bytes.
+
+Bodies are fed in chunks and hashed as they pass, so memory per request is a
+constant for any form (see :data:`JSON_FORM_BUDGET`, what a default JSON body
+may cost); only a JSON body, bounded by ``--max-body``, is kept to be parsed
+once at the end.
 """
 
 from __future__ import annotations
@@ -16,10 +32,34 @@ import json
 import re
 from typing import Any, Protocol
 
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
-_BRACKETS = re.compile(r"\[([^\[\]]*)\]")
+JSON_FORM_BUDGET = 1024 * 1024
+"""Bytes of field names and values a form may carry and still compare as its JSON.
+
+As much as a JSON body may carry by default (``--max-body``), so an attribute set
+costs the fingerprint what its JSON would, and a create the client sends as a
+form because its JSON is large still matches that JSON. A form beyond it is
+compared as a ``form`` instead, which hashes each part as it streams: the
+fingerprint never buffers more than this per request however large the form.
+"""
+
+JSON_FORM_MAX_FIELD = 64 * 1024
+"""The longest field value that still compares as a JSON string.
+
+The reference service refuses a longer form field (400) but takes a JSON string
+of any length to validation (422), so the two must not match; this is the same
+bound as its ``MultipartReader(max_field_size=...)`` (a test holds them equal).
+A longer field is hashed as it streams and never buffered.
+"""
+
+JSON_FORM_MAX_FIELDS = 64
+"""Fields a form may have and still compare as its JSON: the service refuses a
+form with more parts (400), not a JSON body with more attributes."""
+
+_FORM_ATTRIBUTE = re.compile(rb"data\[attributes\]\[([^\[\]]*)\]")
+_CONTENT_DISPOSITION = b"content-disposition"
 
 
 class ParamsDigest(Protocol):
@@ -38,7 +78,7 @@ def params_digest_for(content_type: bytes | None) -> ParamsDigest:
     boundary = options.get(b"boundary")
     if media == b"multipart/form-data" and boundary:
         return MultipartDigest(boundary)
-    return RawDigest()
+    return RawDigest(content_type or b"")
 
 
 def request_fingerprint(method: str, path: str, query: bytes, params: ParamsDigest) -> str:
@@ -47,24 +87,34 @@ def request_fingerprint(method: str, path: str, query: bytes, params: ParamsDige
 
 
 def canonical_json(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    # JSON may spell a lone surrogate ("\ud800"); it is no UTF-8 text, but it still has
+    # one deterministic encoding, which no valid string shares. The handler, not the
+    # fingerprint, decides what such a body deserves (422), key or no key.
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _framed(*items: bytes | bytearray) -> bytes:
+    """Items with their lengths in front, so that no two different lists hash alike."""
+    return b"".join(len(item).to_bytes(8, "big") + item for item in items)
 
 
 class RawDigest:
-    """Anything that is not JSON or multipart is compared byte for byte."""
+    """Anything that is not JSON or multipart is compared by Content-Type and bytes."""
 
-    def __init__(self) -> None:
-        self._hash = hashlib.sha256()
+    def __init__(self, content_type: bytes = b"", *, domain: str = "raw") -> None:
+        self._domain = domain
+        self._hash = hashlib.sha256(_framed(content_type))
 
     def feed(self, chunk: bytes) -> None:
         self._hash.update(chunk)
 
     def digest(self) -> str:
-        return "raw:" + self._hash.hexdigest()
+        return f"{self._domain}:{self._hash.hexdigest()}"
 
 
 class JsonDigest:
-    """Canonical JSON; a body that does not parse is compared as raw bytes."""
+    """Canonical JSON; a body that does not parse is compared as its bytes."""
 
     def __init__(self) -> None:
         # Bodies here are bounded by --max-body (1 MiB by default), so keeping
@@ -79,23 +129,32 @@ class JsonDigest:
         try:
             value = json.loads(body)
         except (ValueError, RecursionError):
-            return "raw:" + hashlib.sha256(body).hexdigest()
+            return "json-unparsed:" + hashlib.sha256(body).hexdigest()
         return "params:" + hashlib.sha256(canonical_json(value)).hexdigest()
 
 
 class MultipartDigest:
-    """Fields as strings and files as SHA-256, parsed while the body streams past."""
+    """A form as its JSON attribute set when it is one, else as its parts, while it streams.
+
+    Two digests are kept as the parts pass: the ``form`` digest (each part's
+    headers and content hash, folded into one running hash) always, and the
+    attribute set only while every part so far qualifies and the budget holds.
+    """
 
     def __init__(self, boundary: bytes) -> None:
-        self._raw = RawDigest()
-        self._params: dict[str, Any] = {}
+        self._unparsed = RawDigest(boundary, domain="form-unparsed")
         self._failed = False
-        self._header_field = b""
-        self._header_value = b""
-        self._name = ""
-        self._filename: bytes | None = None
-        self._field = bytearray()
-        self._file_hash = hashlib.sha256()
+        self._parts = hashlib.sha256()
+        self._attributes: dict[str, str] | None = {}
+        """The form as JSON attributes so far; ``None`` once it cannot be one."""
+        self._budget = JSON_FORM_BUDGET
+        self._header_count = 0
+        self._header_field = bytearray()
+        self._header_value = bytearray()
+        self._attribute: bytes | None = None
+        """This part's attribute NAME, while it can still be one."""
+        self._value = bytearray()
+        self._content = hashlib.sha256()
         self._parser = MultipartParser(
             boundary,
             {
@@ -109,24 +168,33 @@ class MultipartDigest:
         )
 
     def feed(self, chunk: bytes) -> None:
-        self._raw.feed(chunk)
+        self._unparsed.feed(chunk)
         if self._failed:
             return
         try:
             self._parser.write(chunk)
-        except MultipartParseError:
+        except FormParserError:
             # A body we cannot parse still has a deterministic identity: its bytes.
             self._failed = True
 
     def digest(self) -> str:
-        if self._failed:
-            return self._raw.digest()
-        return "params:" + hashlib.sha256(canonical_json(self._params)).hexdigest()
+        if self._failed or self._parser.state != MultipartState.END:
+            # A truncated form is an error to the handler, not the parts it got so far.
+            return self._unparsed.digest()
+        if self._attributes is not None:
+            document = {"data": {"attributes": self._attributes}}
+            return "params:" + hashlib.sha256(canonical_json(document)).hexdigest()
+        return "form:" + self._parts.hexdigest()
+
+    # The ``form`` digest is a tagged sequence, so no two different forms hash alike:
+    # per part, b"H" + the framed name and value of each header as sent, then b"C" +
+    # the SHA-256 of its content.
 
     def _on_part_begin(self) -> None:
-        self._name, self._filename = "", None
-        self._field.clear()
-        self._file_hash = hashlib.sha256()
+        self._header_count = 0
+        self._attribute = None
+        self._value.clear()
+        self._content = hashlib.sha256()
 
     def _on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._header_field += data[start:end]
@@ -135,40 +203,78 @@ class MultipartDigest:
         self._header_value += data[start:end]
 
     def _on_header_end(self) -> None:
-        if self._header_field.lower() == b"content-disposition":
-            _, options = parse_options_header(self._header_value)
-            self._name = options.get(b"name", b"").decode("utf-8", "replace")
-            self._filename = options.get(b"filename")
-        self._header_field, self._header_value = b"", b""
+        field, value = self._header_field, self._header_value
+        self._parts.update(b"H" + _framed(field, value))
+        self._header_count += 1
+        if self._attributes is not None:
+            # Headers come before any data, so the part is judged before it is kept.
+            name = self._attribute_name(field, value) if self._header_count == 1 else None
+            if name is None or len(self._attributes) >= JSON_FORM_MAX_FIELDS:
+                self._no_attribute_set()
+            else:
+                self._attribute = name
+                self._spend(len(name))
+        field.clear()
+        value.clear()
+
+    @staticmethod
+    def _attribute_name(field: bytearray, value: bytearray) -> bytes | None:
+        """NAME when this header makes its part the text field ``data[attributes][NAME]``.
+
+        Anything more (a filename, another parameter, a Content-Type or any other
+        header, which clears the NAME) may mean something to a handler that the
+        JSON string could not say.
+        """
+        if field.lower() != _CONTENT_DISPOSITION:
+            return None
+        disposition, options = parse_options_header(bytes(value))
+        if disposition != b"form-data" or options.keys() != {b"name"}:
+            return None
+        match = _FORM_ATTRIBUTE.fullmatch(options[b"name"])
+        if match is None:
+            return None
+        return match.group(1)
+
+    def _spend(self, size: int) -> None:
+        self._budget -= size
+        if self._budget < 0:
+            self._no_attribute_set()
+
+    def _no_attribute_set(self) -> None:
+        """This form is compared as its parts from now on: drop what was kept for its JSON."""
+        self._attributes = None
+        self._attribute = None
+        self._value = bytearray()  # give the buffer back, not just empty it
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
-        if self._filename is None:
-            self._field += data[start:end]
-        else:
-            self._file_hash.update(data[start:end])
+        piece = data[start:end]
+        self._content.update(piece)
+        if self._attribute is None:
+            return
+        if len(self._value) + len(piece) > JSON_FORM_MAX_FIELD:
+            self._no_attribute_set()
+            return
+        self._spend(len(piece))
+        if self._attribute is not None:
+            self._value += piece
 
     def _on_part_end(self) -> None:
-        if self._filename is None:
-            value: str = self._field.decode("utf-8", "replace")
-        else:
-            value = "sha256:" + self._file_hash.hexdigest()
-        _place(self._params, self._name, value)
-
-
-def _place(tree: dict[str, Any], name: str, value: str) -> None:
-    """Put ``value`` where ``a[b][c]`` points; repeated names become lists."""
-    head, _, rest = name.partition("[")
-    path = [head, *_BRACKETS.findall("[" + rest)] if rest else [head]
-    node = tree
-    for part in path[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = {}
-            node[part] = child
-        node = child
-    leaf = path[-1]
-    if leaf in node:
-        existing = node[leaf]
-        node[leaf] = [*existing, value] if isinstance(existing, list) else [existing, value]
-    else:
-        node[leaf] = value
+        self._parts.update(b"C" + self._content.digest())
+        if self._attributes is None:
+            return
+        if self._attribute is None:  # a part without any header
+            self._no_attribute_set()
+            return
+        try:
+            name, value = self._attribute.decode(), self._value.decode()
+        except UnicodeDecodeError:
+            # The handler refuses such a field; replacing the bytes would collide
+            # with a field that really holds U+FFFD.
+            self._no_attribute_set()
+            return
+        if name in self._attributes:
+            # A repeated field is a list to some handlers, the last value to others.
+            self._no_attribute_set()
+            return
+        self._attributes[name] = value
+        self._value.clear()

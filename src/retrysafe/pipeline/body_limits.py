@@ -14,6 +14,7 @@ ACCEPTED_MEDIA_TYPES = "application/json (or application/*+json) or multipart/fo
 
 # Quoting an attacker-chosen header back is useful to the honest client, but only so much of it.
 _ECHO_LIMIT = 100
+_KIND_CACHE_SIZE = 256  # distinct accepted Content-Type values remembered; then it starts over
 
 
 class BodyKind(Enum):
@@ -51,6 +52,8 @@ class BodyLimitLayer:
         self.app = app
         self.max_body = max_body
         self.max_upload = max_upload
+        # Content-Type values seen (clients send a handful), parsed once each.
+        self._kinds: dict[bytes | None, BodyKind] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -87,7 +90,13 @@ class BodyLimitLayer:
             await self.app(scope, receive, send)
             return
 
-        kind = _body_kind(content_type)
+        kind = self._kinds.get(content_type)
+        if kind is None:
+            kind = _body_kind(content_type)
+            if kind is not None and content_type is not None:
+                if len(self._kinds) >= _KIND_CACHE_SIZE:
+                    self._kinds.clear()
+                self._kinds[content_type] = kind
         if kind is None:
             await send_error(send, _unsupported_media_type(content_type))
             return
@@ -143,7 +152,7 @@ class BodyLimitLayer:
 def _parse_content_length(values: list[bytes]) -> int | None:
     """The declared length, or ``None`` when it is malformed or the copies disagree."""
     first = values[0].strip()
-    if not first.isdigit() or any(v.strip() != first for v in values[1:]):
+    if not first.isdigit() or (len(values) > 1 and any(v.strip() != first for v in values[1:])):
         return None
     try:
         return int(first)

@@ -19,23 +19,16 @@ from retrysafe.database import Database
 from retrysafe.database.schema import accounts
 from retrysafe.envelope import ApiError
 from retrysafe.service import openapi
+from retrysafe.service.attributes import ACCOUNT, ACCOUNT_INPUT
 from retrysafe.service.bodies import BodyReader
 from retrysafe.service.pagination import any_value, page_request
 from retrysafe.service.scopes import require_scope
 from retrysafe.service.serialization import Resource, created, page, resource, single, timestamp
-from retrysafe.service.validation import Field, email_problem, past_date_problem, validate
+from retrysafe.service.validation import validate
 
-ACCOUNT_FIELDS: Mapping[str, Field] = {
-    "reference_id": Field(max_length=255, min_length=1),
-    "name_first": Field(max_length=255),
-    "name_last": Field(max_length=255),
-    "email_address": Field(max_length=320, check=email_problem),
-    # Longer than a date on purpose: "2020-01-011" deserves the date message, not a length one.
-    "birthdate": Field(max_length=32, check=past_date_problem),
-}
-_ATTRIBUTES = (*ACCOUNT_FIELDS, "created_at", "updated_at")
+_ATTRIBUTES = ACCOUNT.names
 COLUMNS = (accounts.c.id, *(accounts.c[name] for name in _ATTRIBUTES))
-_NO_VALUES = dict.fromkeys(ACCOUNT_FIELDS)
+_NO_VALUES = dict.fromkeys(ACCOUNT_INPUT.fields)
 _DUPLICATE = "/data/attributes/reference_id"
 
 _GET = select(*COLUMNS).where(
@@ -86,6 +79,7 @@ def accounts_router(db: Database, reader: BodyReader) -> APIRouter:
         "",
         summary="Create an account",
         **openapi.operation(
+            name="accounts_create",
             status=201,
             schema="AccountDocument",
             description="The new account.",
@@ -97,7 +91,7 @@ def accounts_router(db: Database, reader: BodyReader) -> APIRouter:
     async def create_account(request: Request) -> Response:
         principal = require_scope(request, "accounts:write")
         attributes, errors = await reader.attributes(request)
-        values = validate(attributes, ACCOUNT_FIELDS, errors)
+        values = validate(attributes, ACCOUNT_INPUT, errors)
         errors.raise_if_any()
         now = timestamp()
         row = {
@@ -119,6 +113,7 @@ def accounts_router(db: Database, reader: BodyReader) -> APIRouter:
         "/{account_id}",
         summary="Get an account",
         **openapi.operation(
+            name="accounts_get",
             status=200,
             schema="AccountDocument",
             description="The account.",
@@ -141,13 +136,14 @@ def accounts_router(db: Database, reader: BodyReader) -> APIRouter:
         "",
         summary="List accounts, newest first",
         **openapi.operation(
+            name="accounts_list",
             status=200,
             schema="AccountList",
             description="One page of accounts.",
             errors=(400, 403),
             parameters=(
                 openapi.query_parameter(
-                    "filter[reference_id]", {"type": "string"}, "Only this reference id."
+                    "filter[reference_id]", openapi.TEXT_FILTER, "Only this reference id."
                 ),
                 *openapi.PAGE_PARAMETERS,
             ),
@@ -171,6 +167,7 @@ def accounts_router(db: Database, reader: BodyReader) -> APIRouter:
         "/{account_id}",
         summary="Update an account",
         **openapi.operation(
+            name="accounts_update",
             status=200,
             schema="AccountDocument",
             description="The updated account.",
@@ -184,7 +181,7 @@ def accounts_router(db: Database, reader: BodyReader) -> APIRouter:
         principal = require_scope(request, "accounts:write")
         account_id: str = request.path_params["account_id"]
         attributes, errors = await reader.attributes(request)
-        values = validate(attributes, ACCOUNT_FIELDS, errors)
+        values = validate(attributes, ACCOUNT_INPUT, errors)
         errors.raise_if_any()
         organization_id = principal.organization_id
         where = (accounts.c.id == account_id, accounts.c.organization_id == organization_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -17,6 +18,28 @@ from retrysafe.service.statements import insert_unless_conflict
 SCOPE_SEPARATOR = ","
 
 _ORG_BY_NAME = select(organizations.c.id).where(organizations.c.name == bindparam("org_name"))
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyListing:
+    """What an operator may see of an API key: never its secret, nor the secret's hash."""
+
+    id: str
+    organization_id: str
+    organization: str
+    scopes: tuple[str, ...]
+    created_at: str
+    revoked_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OrganizationListing:
+    id: str
+    name: str
+    inquiry_quota: int | None
+    """``None``: no limit."""
+    inquiries_used: int
+    created_at: str
 
 
 def _check_name(name: str) -> str:
@@ -95,6 +118,61 @@ async def revoke_api_key(db: Database, key_id: str) -> bool:
             .values(revoked_at=func.coalesce(api_keys.c.revoked_at, timestamp()))
         )
     return bool(result.rowcount)
+
+
+async def list_api_keys(db: Database, org_name: str | None = None) -> list[ApiKeyListing]:
+    """Every API key (of ``org_name`` when given), oldest first, without secrets or hashes."""
+    # secret_hash is left out of the SELECT itself, so no caller can print it by mistake.
+    query = (
+        select(
+            api_keys.c.id,
+            api_keys.c.organization_id,
+            organizations.c.name,
+            api_keys.c.scopes,
+            api_keys.c.created_at,
+            api_keys.c.revoked_at,
+        )
+        .join(organizations, organizations.c.id == api_keys.c.organization_id)
+        .order_by(api_keys.c.created_at, api_keys.c.id)
+    )
+    if org_name is not None:
+        query = query.where(organizations.c.name == org_name)
+    async with db.read() as conn:
+        rows = (await conn.execute(query)).all()
+    return [
+        ApiKeyListing(
+            id=row.id,
+            organization_id=row.organization_id,
+            organization=row.name,
+            scopes=tuple(row.scopes.split(SCOPE_SEPARATOR)),
+            created_at=row.created_at,
+            revoked_at=row.revoked_at,
+        )
+        for row in rows
+    ]
+
+
+async def list_organizations(db: Database) -> list[OrganizationListing]:
+    """Every organization, by name."""
+    query = select(
+        organizations.c.id,
+        organizations.c.name,
+        organizations.c.inquiry_quota,
+        organizations.c.inquiries_used,
+        organizations.c.created_at,
+    ).order_by(organizations.c.name)
+    async with db.read() as conn:
+        rows = (await conn.execute(query)).all()
+    return [
+        OrganizationListing(
+            id=row.id,
+            name=row.name,
+            inquiry_quota=row.inquiry_quota,
+            inquiries_used=row.inquiries_used,
+            created_at=row.created_at,
+        )
+        for row in rows
+    ]
 
 
 async def _get_or_create(db: Database, conn: AsyncConnection, name: str) -> tuple[str, bool]:

@@ -17,6 +17,7 @@ from retrysafe.database import Database
 from retrysafe.database.schema import api_logs
 from retrysafe.envelope import ApiError
 from retrysafe.service import openapi
+from retrysafe.service.attributes import API_LOG, API_LOG_OUTCOMES
 from retrysafe.service.pagination import any_value, page_request
 from retrysafe.service.scopes import require_scope
 from retrysafe.service.serialization import API_PREFIX, Resource, page, resource, single
@@ -25,25 +26,9 @@ __all__ = ["API_LOGS_PATH", "OUTCOMES", "SCOPE", "api_logs_router", "is_logged_p
 
 API_LOGS_PATH = f"{API_PREFIX}/api-logs"
 SCOPE = "logs:read"
-OUTCOMES = ("executed", "replayed", "mismatch", "in_flight", "not_recorded")
+OUTCOMES = API_LOG_OUTCOMES
 
-ATTRIBUTES = (
-    "request_id",
-    "created_at",
-    "method",
-    "path",
-    "query",
-    "route",
-    "status",
-    "duration_ms",
-    "api_key_id",
-    "idempotency_key",
-    "outcome",
-    "rate_limit",
-    "error_code",
-    "request_body",
-    "response_body",
-)
+ATTRIBUTES = API_LOG.names
 COLUMNS = (api_logs.c.id, *(api_logs.c[name] for name in ATTRIBUTES))
 
 _STATUS = re.compile(r"[1-5](?:[0-9]{2}|xx)")
@@ -130,6 +115,7 @@ def api_logs_router(db: Database) -> APIRouter:
         "",
         summary="Search API logs, newest first",
         **openapi.operation(
+            name="api_logs_list",
             status=200,
             schema="ApiLogList",
             description="One page of API-log entries of your organization.",
@@ -137,17 +123,17 @@ def api_logs_router(db: Database) -> APIRouter:
             parameters=(
                 openapi.query_parameter(
                     "filter[request_id]",
-                    {"type": "string"},
+                    openapi.TEXT_FILTER,
                     "Only the request with this Request-Id.",
                 ),
                 openapi.query_parameter(
                     "filter[idempotency_key]",
-                    {"type": "string"},
+                    openapi.TEXT_FILTER,
                     "Only requests sent with this Idempotency-Key: the original and its replays.",
                 ),
                 openapi.query_parameter(
                     "filter[status]",
-                    {"type": "string", "pattern": "^[1-5]([0-9]{2}|xx)$"},
+                    {"type": "string", "pattern": f"^{_STATUS.pattern}$"},
                     "A status (404) or a class of them (4xx).",
                 ),
                 openapi.query_parameter(
@@ -184,6 +170,7 @@ def api_logs_router(db: Database) -> APIRouter:
         "/{log_id}",
         summary="Get one API-log entry",
         **openapi.operation(
+            name="api_logs_get",
             status=200,
             schema="ApiLogDocument",
             description="The entry.",

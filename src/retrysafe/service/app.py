@@ -42,6 +42,7 @@ from retrysafe.pipeline.rate_limit import RateLimiter
 from retrysafe.provider.client import ProviderClient, provider_client
 from retrysafe.service import openapi
 from retrysafe.service.accounts import accounts_router
+from retrysafe.service.api_docs import DOCS_PATHS, api_docs_routes
 from retrysafe.service.api_logs import api_logs_router, is_logged_path
 from retrysafe.service.authenticator import DatabaseAuthenticator
 from retrysafe.service.bodies import BodyReader
@@ -117,7 +118,7 @@ def create_app(settings: Settings, *, provider: ProviderClient | None = None) ->
         metrics=metrics,
         api_log_sink=api_log,
         api_log_paths=is_logged_path,
-        public_paths=DEFAULT_PUBLIC_PATHS | DASHBOARD_PATHS,
+        public_paths=DEFAULT_PUBLIC_PATHS | DASHBOARD_PATHS | DOCS_PATHS,
         route_table=RouteScopes(api.routes),
         deferrable=writes_only_through_the_database,
     )
@@ -186,6 +187,9 @@ def create_api(
         " pipeline: one error envelope, rate limits and authentication before an"
         " idempotency layer that replays acknowledged results.",
         lifespan=lifespan,
+        # Served from the package instead (api_docs): FastAPI's pages load a CDN.
+        docs_url=None,
+        redoc_url=None,
         exception_handlers={
             ApiError: _render_api_error,
             DatabaseUnavailable: _render_database_unavailable,
@@ -202,6 +206,7 @@ def create_api(
     app.include_router(verifications_router(db, reader, upstream), prefix=API_PREFIX)
     app.include_router(api_logs_router(db), prefix=API_PREFIX)
     app.router.routes.extend(dashboard_routes())
+    app.router.routes.extend(api_docs_routes())
     if metrics is not None:
         app.router.routes.append(metrics_route(metrics, METRICS_PATH))
 
@@ -210,7 +215,12 @@ def create_api(
         tags=["health"],
         summary="Whether this process can reach its database",
         **openapi.operation(
-            status=200, schema=None, description='{"status": "ok"}', errors=(503,), public=True
+            name="health_get",
+            status=200,
+            schema=None,
+            description='{"status": "ok"}',
+            errors=(503,),
+            public=True,
         ),
     )
     async def health(request: Request) -> Response:

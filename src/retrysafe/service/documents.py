@@ -24,6 +24,7 @@ from retrysafe.database import Database
 from retrysafe.database.schema import documents, inquiries
 from retrysafe.envelope import ApiError, FieldErrors
 from retrysafe.service import openapi
+from retrysafe.service.attributes import DOCUMENT, DOCUMENT_KIND
 from retrysafe.service.bodies import (
     FilePart,
     MultipartReader,
@@ -33,12 +34,11 @@ from retrysafe.service.bodies import (
 )
 from retrysafe.service.scopes import require_scope
 from retrysafe.service.serialization import Resource, created, resource, single, timestamp
-from retrysafe.service.validation import Field, check_value
+from retrysafe.service.validation import check_value
 
 FILE_PART = "file"
 _KIND_FIELDS = ("kind", "data[attributes][kind]")
-_KIND = Field(max_length=64, min_length=1)
-_ATTRIBUTES = ("inquiry_id", "kind", "filename", "content_type", "size", "sha256", "created_at")
+_ATTRIBUTES = DOCUMENT.names
 COLUMNS = (documents.c.id, *(documents.c[name] for name in _ATTRIBUTES))
 
 _INQUIRY_EXISTS = select(inquiries.c.id).where(
@@ -134,6 +134,7 @@ def documents_router(db: Database, directory: Path) -> APIRouter:
         description="multipart/form-data with the part `file` (any size up to --max-upload,"
         " streamed to storage) and optionally `kind`.",
         **openapi.operation(
+            name="documents_create",
             status=201,
             schema="DocumentDocument",
             description="The stored document with its size and SHA-256.",
@@ -203,6 +204,7 @@ def documents_router(db: Database, directory: Path) -> APIRouter:
         "/documents/{document_id}",
         summary="Get a document's metadata",
         **openapi.operation(
+            name="documents_get",
             status=200,
             schema="DocumentDocument",
             description="The document.",
@@ -267,30 +269,25 @@ def _content_operation(document_path_id: openapi.Schema) -> dict[str, Any]:
         "Repr-Digest": {"schema": {"type": "string"}, "description": "sha-256=:<base64>:"},
         "Accept-Ranges": {"schema": {"type": "string"}, "description": "bytes"},
     }
-    operation = openapi.operation(
+    content_range = {
+        "Content-Range": {"schema": {"type": "string"}, "description": "bytes F-L/SIZE"}
+    }
+    return openapi.operation(
+        name="documents_get_content",
         status=200,
         schema=None,
         description="The bytes as uploaded, as an attachment.",
-        errors=(403, 404),
-        headers=validators,
+        also={206: "The part named by Range."},
+        errors=(403, 404, 416),
+        headers={
+            200: validators,
+            206: {**validators, **content_range},
+            416: {"Content-Range": {"schema": {"type": "string"}, "description": "bytes */SIZE"}},
+        },
         # Range and If-Range are described, not declared as parameters: a fuzzer would
         # send schema-valid ranges past the end and take their (correct) 416 for a refusal.
         parameters=(document_path_id,),
     )
-    responses = operation["responses"]
-    responses[206] = {
-        "description": "The part named by Range.",
-        "headers": {
-            **validators,
-            "Content-Range": {"schema": {"type": "string"}, "description": "bytes F-L/SIZE"},
-        },
-    }
-    responses[416] = {
-        "description": "Range Not Satisfiable: the range starts past the end"
-        " (range_not_satisfiable); Content-Range names the size.",
-        "content": {"application/json": {"schema": openapi.ref("Errors")}},
-    }
-    return operation
 
 
 def repr_digest(sha256_hex: str) -> str:
@@ -385,7 +382,7 @@ def _kind(fields: list[tuple[str, str]], upload: DocumentUpload) -> str | None:
     kind: str | None = None
     for name, value in fields:
         if name in _KIND_FIELDS:
-            checked = check_value(value, _KIND, "kind", form_pointer(name), errors)
+            checked = check_value(value, DOCUMENT_KIND, "kind", form_pointer(name), errors)
             kind = checked if isinstance(checked, str) else None
         else:
             errors.add(

@@ -16,19 +16,13 @@ from retrysafe.database import Database
 from retrysafe.database.schema import accounts, inquiries, organizations
 from retrysafe.envelope import ApiError
 from retrysafe.service import openapi
-from retrysafe.service.accounts import ACCOUNT_FIELDS
+from retrysafe.service.attributes import ACCOUNT_INPUT, INQUIRY, INQUIRY_INPUT, INQUIRY_STATUSES
 from retrysafe.service.bodies import BodyReader
-from retrysafe.service.openapi import INQUIRY_STATUSES
 from retrysafe.service.pagination import any_value, page_request
 from retrysafe.service.scopes import require_scope
 from retrysafe.service.serialization import Resource, created, page, resource, single, timestamp
 from retrysafe.service.statements import insert_unless_conflict
-from retrysafe.service.validation import Field, validate
-
-INQUIRY_FIELDS: Mapping[str, Field] = {
-    "reference_id": Field(max_length=255, min_length=1),
-    "account_id": Field(max_length=64, min_length=1),
-}
+from retrysafe.service.validation import validate
 
 TRANSITIONS: Mapping[str, tuple[str, tuple[str, ...]]] = {
     "complete": ("completed", ("created",)),
@@ -38,11 +32,11 @@ TRANSITIONS: Mapping[str, tuple[str, tuple[str, ...]]] = {
 }
 """action → (status it leads to, statuses it may start from)."""
 
-_ATTRIBUTES = ("status", "reference_id", "account_id", "created_at", "updated_at")
+_ATTRIBUTES = INQUIRY.names
 COLUMNS = (inquiries.c.id, *(inquiries.c[name] for name in _ATTRIBUTES))
 _QUOTA_COLUMNS = (organizations.c.inquiry_quota, organizations.c.inquiries_used)
 _ACCOUNT_POINTER = "/data/attributes/account_id"
-_EMPTY_ACCOUNT = dict.fromkeys(ACCOUNT_FIELDS)
+_EMPTY_ACCOUNT = dict.fromkeys(ACCOUNT_INPUT.fields)
 
 # Bind names must differ from column names: in an UPDATE, SQLAlchemy reads
 # parameters named after columns as values for the SET clause.
@@ -142,35 +136,22 @@ def inquiries_router(db: Database, reader: BodyReader) -> APIRouter:
         description="Give `reference_id` (the account with it is joined or created) or"
         " `account_id`. Counts against the organization's inquiry quota.",
         **openapi.operation(
+            name="inquiries_create",
             status=201,
             schema="InquiryDocument",
             description="The new inquiry, in status created.",
             errors=(403, 404),
             write=True,
             body=("InquiryRequest", "InquiryForm"),
-            headers=openapi.QUOTA_HEADERS,
+            headers={201: openapi.QUOTA_HEADERS, 403: openapi.QUOTA_HEADERS},
         ),
     )
     async def create_inquiry(request: Request) -> Response:
         principal = require_scope(request, "inquiries:write")
         attributes, errors = await reader.attributes(request)
-        values = validate(attributes, INQUIRY_FIELDS, errors)
+        # One of reference_id and account_id, never both: INQUIRY_INPUT.either.
+        values = validate(attributes, INQUIRY_INPUT, errors)
         reference_id, account_id = values.get("reference_id"), values.get("account_id")
-        given = [name for name in INQUIRY_FIELDS if attributes.get(name) is not None]
-        if not given:
-            errors.add(
-                400,
-                "parameter_missing",
-                "data.attributes.reference_id or data.attributes.account_id is required",
-                "/data/attributes/reference_id",
-            )
-        elif len(given) > 1:
-            errors.add(
-                400,
-                "invalid_parameter",
-                "give data.attributes.reference_id or data.attributes.account_id, not both",
-                _ACCOUNT_POINTER,
-            )
         errors.raise_if_any()
         organization_id = principal.organization_id
         now = timestamp()
@@ -221,12 +202,13 @@ def inquiries_router(db: Database, reader: BodyReader) -> APIRouter:
         "/{inquiry_id}",
         summary="Get an inquiry",
         **openapi.operation(
+            name="inquiries_get",
             status=200,
             schema="InquiryDocument",
             description="The inquiry.",
             errors=(403, 404),
             parameters=(path_id,),
-            headers=openapi.QUOTA_HEADERS,
+            headers={200: openapi.QUOTA_HEADERS},
         ),
     )
     async def get_inquiry(request: Request) -> Response:
@@ -247,13 +229,14 @@ def inquiries_router(db: Database, reader: BodyReader) -> APIRouter:
         "",
         summary="List inquiries, newest first",
         **openapi.operation(
+            name="inquiries_list",
             status=200,
             schema="InquiryList",
             description="One page of inquiries.",
             errors=(400, 403),
             parameters=(
                 openapi.query_parameter(
-                    "filter[reference_id]", {"type": "string"}, "Only this reference id."
+                    "filter[reference_id]", openapi.TEXT_FILTER, "Only this reference id."
                 ),
                 openapi.query_parameter(
                     "filter[status]", {"enum": list(INQUIRY_STATUSES)}, "Only this status."
@@ -288,6 +271,7 @@ def inquiries_router(db: Database, reader: BodyReader) -> APIRouter:
             summary=f"{action.capitalize()} an inquiry",
             description=f"{' or '.join(sources)} → {target}; any other status is 422.",
             **openapi.operation(
+                name=f"inquiries_{action}",
                 status=200,
                 schema="InquiryDocument",
                 description=f"The inquiry, now {target}.",

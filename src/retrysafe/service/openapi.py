@@ -1,8 +1,10 @@
-"""The OpenAPI description: JSON and multipart request bodies and the error envelope.
+"""The OpenAPI description, generated from the attribute descriptions the handlers validate by.
 
 Handlers parse bodies themselves (so both media types share one validator), which
-means FastAPI cannot infer these schemas; each route states them through
-:func:`operation`, and :func:`install` adds the shared component schemas.
+means FastAPI cannot infer their schemas; each route states its answers through
+:func:`operation`, and :func:`install` adds the component schemas, all of them
+rendered from ``retrysafe.service.attributes``: a limit is written once, in a
+:class:`~retrysafe.service.validation.Field`, and both checked and documented from there.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from retrysafe.envelope import reason_phrase
+from retrysafe.service import attributes
+from retrysafe.service.attributes import Attribute, ResourceType
+from retrysafe.service.pagination import MAX_FILTER_LENGTH
+from retrysafe.service.validation import Field, RequestAttributes
 
 Schema = dict[str, Any]
 
@@ -23,50 +29,53 @@ def ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _nullable_string(max_length: int, **extra: Any) -> Schema:
-    return {"type": ["string", "null"], "maxLength": max_length, **extra}
+# -- attributes → JSON Schema ----------------------------------------------------------
 
 
-ACCOUNT_INPUT: Mapping[str, Schema] = {
-    "reference_id": _nullable_string(255, minLength=1, description="Unique per organization."),
-    "name_first": _nullable_string(255),
-    "name_last": _nullable_string(255),
-    "email_address": _nullable_string(320, format="email"),
-    "birthdate": _nullable_string(10, format="date", description="YYYY-MM-DD, not in the future."),
-}
-INQUIRY_INPUT: Mapping[str, Schema] = {
-    "reference_id": _nullable_string(
-        255,
-        minLength=1,
-        description="Joins the account with this reference id, creating it if absent.",
-    ),
-    "account_id": _nullable_string(64, minLength=1, description="An existing account (act_…)."),
-}
-_INQUIRY_TARGETS = ("reference_id", "account_id")
-_TIMESTAMPS: Mapping[str, Schema] = {
-    "created_at": {"type": "string", "format": "date-time"},
-    "updated_at": {"type": "string", "format": "date-time"},
-}
-INQUIRY_STATUSES = ("created", "completed", "approved", "declined", "expired")
-VERIFICATION_INPUT: Mapping[str, Schema] = {
-    "kind": {
-        "enum": ["database", "document", None],
-        "default": "database",
-        "description": "database: name and birthdate against the provider's records;"
-        " document: the same, and the inquiry must have a document.",
-    },
-}
+def field_schema(field: Field, *, form: bool = False) -> Schema:
+    """The JSON Schema of one client-written attribute: exactly the limits it is checked by.
+
+    A form field is always a string (an absent field is how a form says null).
+    """
+    nullable = field.nullable and not form
+    schema: Schema = {"type": ["string", "null"] if nullable else "string"}
+    if field.enum:
+        schema["enum"] = [*field.enum, *((None,) if nullable else ())]
+    else:
+        text_format = field.format
+        length = text_format.length if text_format is not None else None
+        schema["maxLength"] = min(field.max_length, length or field.max_length)
+        if field.min_length:
+            schema["minLength"] = field.min_length
+        if text_format is not None:
+            if text_format.name is not None:
+                schema["format"] = text_format.name
+            schema["pattern"] = f"^{text_format.pattern}$"
+    if field.default is not None:
+        schema["default"] = field.default
+    if field.description:
+        schema["description"] = field.description
+    return schema
 
 
-def _resource(type_: str, *attribute_groups: Mapping[str, Schema]) -> Schema:
-    attributes = {name: schema for group in attribute_groups for name, schema in group.items()}
+def _attribute_schema(attribute: Attribute) -> Schema:
+    return field_schema(attribute) if isinstance(attribute, Field) else attribute
+
+
+def _resource(resource: ResourceType) -> Schema:
     return {
         "type": "object",
         "required": ["type", "id", "attributes"],
         "properties": {
-            "type": {"const": type_},
+            "type": {"const": resource.type},
             "id": {"type": "string"},
-            "attributes": {"type": "object", "properties": attributes},
+            "attributes": {
+                "type": "object",
+                "properties": {
+                    name: _attribute_schema(attribute)
+                    for name, attribute in resource.attributes.items()
+                },
+            },
         },
     }
 
@@ -90,16 +99,17 @@ def _list(name: str) -> Schema:
     }
 
 
-def _json_request(attributes: Mapping[str, Schema], required: Iterable[str] = ()) -> Schema:
+def json_request(request: RequestAttributes) -> Schema:
+    """``{"data": {"attributes": {...}}}`` with every field's limits and the request's rules."""
     # additionalProperties: the handlers refuse unknown attributes (400 unknown_parameter),
     # so that a misspelt name is not silently dropped.
     attrs: Schema = {
         "type": "object",
-        "properties": dict(attributes),
+        "properties": {name: field_schema(field) for name, field in request.fields.items()},
         "additionalProperties": False,
     }
-    if required:
-        attrs["required"] = list(required)
+    if request.either is not None:
+        attrs["not"] = _both_or_neither(request.either, form=False)
     return {
         "type": "object",
         "required": ["data"],
@@ -113,199 +123,283 @@ def _json_request(attributes: Mapping[str, Schema], required: Iterable[str] = ()
     }
 
 
-def _form_request(attributes: Mapping[str, Schema]) -> Schema:
-    return {
+def form_request(request: RequestAttributes) -> Schema:
+    """The same attributes as ``multipart/form-data`` fields named ``data[attributes][NAME]``."""
+    schema: Schema = {
         "type": "object",
         "properties": {
-            _form_field(name): {"type": "string", **_without_type(schema)}
-            for name, schema in attributes.items()
+            form_field(name): field_schema(field, form=True)
+            for name, field in request.fields.items()
         },
+        "additionalProperties": False,
+    }
+    if request.either is not None:
+        schema["not"] = _both_or_neither(request.either, form=True)
+    return schema
+
+
+def _both_or_neither(names: tuple[str, str], *, form: bool) -> Schema:
+    """Both of two attributes given, or neither (a JSON null is not given): what ``not`` refuses.
+
+    So exactly one must be given. Written as ``not`` rather than ``oneOf``: code
+    generators skip ``not`` and still make one plain model of the object, where
+    ``oneOf`` branches that only require properties became an untyped body
+    (openapi-python-client).
+    """
+
+    def given(name: str) -> Schema:
+        if form:
+            return {"required": [form_field(name)]}
+        return {"required": [name], "properties": {name: {"type": "string"}}}
+
+    both = {"allOf": [given(name) for name in names]}
+    neither = {"not": {"anyOf": [given(name) for name in names]}}
+    return {"anyOf": [both, neither]}
+
+
+def form_field(name: str) -> str:
+    return f"data[attributes][{name}]"
+
+
+def _document_upload() -> Schema:
+    kind = field_schema(attributes.DOCUMENT_KIND, form=True)
+    return {
+        "type": "object",
+        "required": ["file"],
+        "properties": {"file": {"type": "string", "format": "binary"}, "kind": kind},
         "additionalProperties": False,
     }
 
 
-def _exactly_one(names: tuple[str, str], *, form: bool) -> list[Schema]:
-    """``oneOf`` branches: exactly one of two attributes is given (a JSON null is not given)."""
-    first, second = names
-    branches: list[Schema] = []
-    for given, other in ((first, second), (second, first)):
-        if form:
-            field, other_field = _form_field(given), _form_field(other)
-            branches.append({"required": [field], "not": {"required": [other_field]}})
-        else:
-            branches.append(
-                {
-                    "required": [given],
-                    "properties": {given: {"type": "string"}, other: {"type": "null"}},
-                }
-            )
-    return branches
+# -- the error envelope, one schema per status -------------------------------------------
+
+ERROR_CODES: Mapping[int, tuple[str, ...]] = {
+    # invalid_value: a body with a shape error and a value error answers 400, and every
+    # object in it states the response's status (FieldErrors.raise_if_any).
+    400: (
+        "invalid_json",
+        "parameter_missing",
+        "invalid_type",
+        "unknown_parameter",
+        "invalid_parameter",
+        "invalid_multipart",
+        "invalid_idempotency_key",
+        "invalid_content_length",
+        "headers_too_large",
+        "query_too_long",
+        "invalid_value",
+    ),
+    401: ("unauthenticated",),
+    403: ("permission_denied", "quota_exceeded"),
+    404: ("not_found",),
+    405: ("method_not_allowed",),
+    409: ("duplicate_resource", "idempotency_request_in_progress"),
+    413: ("payload_too_large",),
+    415: ("unsupported_media_type",),
+    416: ("range_not_satisfiable",),
+    422: ("invalid_value", "invalid_state_transition", "idempotency_key_mismatch"),
+    429: ("rate_limited",),
+    500: ("internal_error",),
+    502: ("bad_gateway",),
+    503: ("service_unavailable",),
+    504: ("gateway_timeout",),
+}
+"""Every ``code`` each status can carry; a test holds it to the codes the source raises."""
+
+_ERROR_WHEN: Mapping[int, str] = {
+    400: "Malformed body, query or Idempotency-Key, or headers or query string over the size"
+    " limits.",
+    401: "No, unknown or revoked API key.",
+    403: "The key lacks the scope, or the organization's inquiry quota is spent.",
+    404: "Unknown id, or an object of another organization.",
+    405: "The path exists, but not for this method; see Allow.",
+    409: "Duplicate resource, or the same Idempotency-Key is still in flight (see Retry-After).",
+    413: "Body larger than the configured limit.",
+    415: "Unsupported Content-Type.",
+    416: "The range starts past the end; Content-Range names the size.",
+    422: "Invalid value, invalid state transition or idempotency key mismatch.",
+    429: "Rate limit exceeded; see Retry-After.",
+    500: "Unexpected failure; details name the Request-Id.",
+    502: "The upstream provider failed or answered nonsense.",
+    503: "Database unreachable or server overloaded; see Retry-After.",
+    504: "The request exceeded the server-side deadline, or the provider timed out.",
+}
 
 
-def _form_field(name: str) -> str:
-    return f"data[attributes][{name}]"
+def _error_description(status: int) -> str:
+    return (
+        f"{reason_phrase(status)}: {_ERROR_WHEN[status]} Codes: {', '.join(ERROR_CODES[status])}."
+    )
 
 
-def _with_one_of(schema: Schema, one_of: list[Schema], *, form: bool) -> Schema:
-    if form:
-        return {**schema, "oneOf": one_of}
-    data = schema["properties"]["data"]
-    attributes = {**data["properties"]["attributes"], "oneOf": one_of}
-    data = {**data, "properties": {**data["properties"], "attributes": attributes}}
-    return {**schema, "properties": {**schema["properties"], "data": data}}
-
-
-def _without_type(schema: Schema) -> Schema:
-    return {k: v for k, v in schema.items() if k != "type"}
-
-
-SCHEMAS: Mapping[str, Schema] = {
-    "Error": {
+def _error(status: int | None) -> Schema:
+    code: Schema = {"type": "string", "description": "Stable snake_case machine code."}
+    status_schema: Schema = {"type": "string", "description": "The HTTP status, as a string."}
+    if status is not None:
+        code["enum"] = list(ERROR_CODES[status])
+        status_schema["const"] = str(status)
+    return {
         "type": "object",
         "required": ["title", "details", "status", "code"],
         "properties": {
             "title": {"type": "string", "description": "The HTTP reason phrase."},
             "details": {"type": "string", "description": "What to fix, in a sentence."},
-            "status": {"type": "string", "description": "The HTTP status, as a string."},
-            "code": {"type": "string", "description": "Stable snake_case machine code."},
-            "source": {
-                "type": "object",
-                "properties": {"pointer": {"type": "string", "format": "json-pointer"}},
-            },
+            "status": status_schema,
+            "code": code,
+            "source": ref("ErrorSource"),
         },
-    },
-    "Errors": {
+    }
+
+
+def _errors(item: str) -> Schema:
+    return {
         "type": "object",
         "required": ["errors"],
-        "properties": {"errors": {"type": "array", "items": ref("Error"), "minItems": 1}},
-    },
-    "Account": _resource(
-        "account",
-        {k: {**v, "type": ["string", "null"]} for k, v in ACCOUNT_INPUT.items()},
-        _TIMESTAMPS,
-    ),
-    "Inquiry": _resource(
-        "inquiry",
-        {
-            "status": {"enum": list(INQUIRY_STATUSES)},
-            "account_id": {"type": "string"},
-            "reference_id": {"type": ["string", "null"]},
+        "properties": {"errors": {"type": "array", "items": ref(item), "minItems": 1}},
+    }
+
+
+def errors_schema(status: int) -> str:
+    """The component name of the envelope a ``status`` answer carries."""
+    return f"Errors{status}"
+
+
+def _error_components() -> dict[str, Schema]:
+    components = {
+        "ErrorSource": {
+            "type": "object",
+            "properties": {"pointer": {"type": "string", "format": "json-pointer"}},
+            "description": "pointer: the JSON pointer of the field this error is about.",
         },
-        _TIMESTAMPS,
-    ),
-    "Document": _resource(
-        "document",
-        {
-            "inquiry_id": {"type": "string"},
-            "kind": {"type": ["string", "null"]},
-            "filename": {"type": ["string", "null"]},
-            "content_type": {"type": ["string", "null"]},
-            "size": {"type": "integer", "minimum": 0},
-            "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-            "created_at": {"type": "string", "format": "date-time"},
-        },
-    ),
-    "ApiLog": _resource(
-        "api_log",
-        {
-            "request_id": {"type": "string", "description": "The Request-Id of the answer."},
-            "created_at": {"type": "string", "format": "date-time"},
-            "method": {"type": "string"},
-            "path": {"type": "string"},
-            "query": {"type": ["string", "null"]},
-            "route": {"type": ["string", "null"], "description": "The route template."},
-            "status": {"type": "integer"},
-            "duration_ms": {"type": "number"},
-            "api_key_id": {"type": ["string", "null"]},
-            "idempotency_key": {"type": ["string", "null"]},
-            "outcome": {
-                "enum": ["executed", "replayed", "mismatch", "in_flight", "not_recorded", None],
-                "description": "What the idempotency layer did; null without a key.",
-            },
-            "rate_limit": {"enum": ["allowed", "limited", None]},
-            "error_code": {"type": ["string", "null"]},
-            "request_body": {
-                "type": ["string", "null"],
-                "description": "Redacted JSON, with --api-log-bodies only.",
-            },
-            "response_body": {
-                "type": ["string", "null"],
-                "description": "Redacted JSON, with --api-log-bodies only.",
-            },
-        },
-    ),
-    "ApiLogDocument": _single("ApiLog"),
-    "ApiLogList": _list("ApiLog"),
-    "Verification": _resource(
-        "verification",
-        {
-            "inquiry_id": {"type": "string"},
-            "kind": {"enum": ["database", "document"]},
-            "status": {"enum": ["passed", "failed"]},
-            "reasons": {
-                "type": "array",
-                "items": {"type": "string"},
-                "description": "The provider's reasons for a failed check, e.g. underage.",
-            },
-            "provider_reference": {"type": "string", "description": "The provider's check id."},
-            "created_at": {"type": "string", "format": "date-time"},
-        },
-    ),
-    "VerificationDocument": _single("Verification"),
-    "VerificationRequest": _json_request(VERIFICATION_INPUT),
-    "VerificationForm": _form_request(VERIFICATION_INPUT),
-    "AccountDocument": _single("Account"),
-    "AccountList": _list("Account"),
-    "InquiryDocument": _single("Inquiry"),
-    "InquiryList": _list("Inquiry"),
-    "DocumentDocument": _single("Document"),
-    "AccountRequest": _json_request(ACCOUNT_INPUT),
-    "AccountForm": _form_request(ACCOUNT_INPUT),
-    # The inquiry create takes reference_id or account_id, never both (400 otherwise).
-    "InquiryRequest": _with_one_of(
-        _json_request(INQUIRY_INPUT), _exactly_one(_INQUIRY_TARGETS, form=False), form=False
-    ),
-    "InquiryForm": _with_one_of(
-        _form_request(INQUIRY_INPUT), _exactly_one(_INQUIRY_TARGETS, form=True), form=True
-    ),
-    "DocumentUpload": {
-        "type": "object",
-        "required": ["file"],
-        "properties": {
-            "file": {"type": "string", "format": "binary"},
-            "kind": {"type": "string", "minLength": 1, "maxLength": 64},
-        },
-        "additionalProperties": False,
-    },
+        "Error": _error(None),
+        "Errors": _errors("Error"),
+    }
+    for status in ERROR_CODES:
+        components[f"Error{status}"] = _error(status)
+        components[errors_schema(status)] = _errors(f"Error{status}")
+    return components
+
+
+# -- the component schemas ---------------------------------------------------------------
+
+_RESOURCE_SCHEMAS: Mapping[str, ResourceType] = {
+    "Account": attributes.ACCOUNT,
+    "Inquiry": attributes.INQUIRY,
+    "Document": attributes.DOCUMENT,
+    "Verification": attributes.VERIFICATION,
+    "ApiLog": attributes.API_LOG,
+}
+_LISTED = ("Account", "Inquiry", "ApiLog")
+_REQUESTS: Mapping[str, RequestAttributes] = {
+    "Account": attributes.ACCOUNT_INPUT,
+    "Inquiry": attributes.INQUIRY_INPUT,
+    "Verification": attributes.VERIFICATION_INPUT,
 }
 
-_ERROR_WHEN: Mapping[int, str] = {
-    400: "Malformed body, query or Idempotency-Key (invalid_json, parameter_missing, …),"
-    " or headers or query string over the size limits (headers_too_large, query_too_long).",
-    401: "No, unknown or revoked API key (unauthenticated).",
-    403: "The key lacks the scope (permission_denied) or the quota is spent (quota_exceeded).",
-    404: "Unknown id, or an object of another organization (not_found).",
-    409: "Duplicate resource, or the same Idempotency-Key is still in flight.",
-    413: "Body larger than the configured limit (payload_too_large).",
-    415: "Unsupported Content-Type (unsupported_media_type).",
-    422: "Invalid value, invalid state transition or idempotency key mismatch.",
-    429: "Rate limit exceeded (rate_limited); see Retry-After.",
-    500: "Unexpected failure (internal_error); details name the Request-Id.",
-    502: "The upstream provider failed or answered nonsense (bad_gateway).",
-    503: "Database unreachable or server overloaded (service_unavailable); see Retry-After.",
-    504: "The request exceeded the server-side deadline, or the provider timed out"
-    " (gateway_timeout).",
+
+def component_schemas() -> dict[str, Schema]:
+    """Every schema under ``components.schemas``, rendered from the descriptions."""
+    schemas: dict[str, Schema] = _error_components()
+    for name, resource in _RESOURCE_SCHEMAS.items():
+        schemas[name] = _resource(resource)
+        schemas[f"{name}Document"] = _single(name)
+        if name in _LISTED:
+            schemas[f"{name}List"] = _list(name)
+    for name, request in _REQUESTS.items():
+        schemas[f"{name}Request"] = json_request(request)
+        schemas[f"{name}Form"] = form_request(request)
+    schemas["DocumentUpload"] = _document_upload()
+    return schemas
+
+
+# -- response headers ----------------------------------------------------------------------
+
+
+def _header(description: str, schema: Schema, *, required: bool = False) -> Schema:
+    header: Schema = {"description": description, "schema": schema}
+    if required:
+        header["required"] = True
+    return header
+
+
+_COUNT = {"type": "integer", "minimum": 0}
+_RETRY_AFTER = "Seconds to wait before retrying with the same Idempotency-Key."
+HEADERS: Mapping[str, Schema] = {
+    "Request-Id": _header(
+        "Unique id of this answer; quote it to support (a 5xx's details name it too).",
+        {"type": "string", "pattern": "^req_[0-9a-f]{24}$"},
+        required=True,
+    ),
+    "RateLimit-Limit": _header("Requests allowed per window.", _COUNT),
+    "RateLimit-Remaining": _header("Requests left in this window.", _COUNT),
+    "RateLimit-Reset": _header("Seconds until the window ends.", _COUNT),
+    "RateLimit-Policy": _header(
+        'The IETF draft\'s policy field, e.g. "default";q=100;w=1.', {"type": "string"}
+    ),
+    "RateLimit": _header('The IETF draft\'s field, e.g. "default";r=99;t=1.', {"type": "string"}),
+    "Retry-After": _header(_RETRY_AFTER, {"type": "integer", "minimum": 1}, required=True),
+    "Idempotent-Replayed": _header(
+        "true when this is the recorded answer to an earlier request with the same"
+        " Idempotency-Key (the handler did not run again).",
+        {"type": "string", "enum": ["true"]},
+    ),
+    "QuotaLimit-Limit": _header("The organization's inquiry quota.", {"type": "integer"}),
+    "QuotaLimit-Remaining": _header("Inquiries left in the quota.", {"type": "integer"}),
+    "Location": _header(
+        "/api/v1/<collection>/<id> of what was created.", {"type": "string"}, required=True
+    ),
 }
+"""``components.headers``: each response header, described once and referenced by name."""
+
+
+def _headers(*names: str) -> dict[str, Schema]:
+    return {name: {"$ref": f"#/components/headers/{name}"} for name in names}
+
+
+RATE_LIMIT = _headers(
+    "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy", "RateLimit"
+)
+"""On every answer of a rate-limited route, except those sent before the limiter runs
+(413, 415, a shed 503, a 400 for oversized headers or query)."""
+QUOTA_HEADERS = _headers("QuotaLimit-Limit", "QuotaLimit-Remaining")
+"""On inquiry answers of an organization that has a quota."""
+_IN_FLIGHT_RETRY_AFTER = {
+    "Retry-After": _header(
+        _RETRY_AFTER + " Only on idempotency_request_in_progress.",
+        {"type": "integer", "minimum": 1},
+    )
+}
+
+_BEFORE_RATE_LIMIT = {413, 415}
+"""Answered before the rate limiter: never with RateLimit-* (SPEC §2)."""
+_RECORDED = {400, 403, 404, 409, 422, 500, 502, 504}
+"""Error statuses a handler may produce, which the idempotency layer records and replays."""
+
+
+def _response_headers(
+    status: int, *, success: bool, write: bool, public: bool
+) -> dict[str, Schema]:
+    headers = _headers("Request-Id")
+    if not public and status not in _BEFORE_RATE_LIMIT:
+        headers.update(RATE_LIMIT)
+    if status in (429, 503):
+        headers.update(_headers("Retry-After"))
+    elif status == 409:
+        headers.update(_IN_FLIGHT_RETRY_AFTER)
+    if write and (success or status in _RECORDED):
+        headers.update(_headers("Idempotent-Replayed"))
+    if status == 201:
+        headers.update(_headers("Location"))
+    return headers
+
+
+# -- operations ------------------------------------------------------------------------
+
+
 _ALWAYS = (400, 401, 429, 500, 503, 504)  # 400: any request may bring oversized headers
 _WRITES = (400, 409, 413, 415, 422)
 _GATED = {401, 429}
 """What a public route (no key, no rate limit) never answers."""
-
-_LOCATION = {"Location": {"schema": {"type": "string"}, "description": "/api/v1/<type>/<id>"}}
-QUOTA_HEADERS = {
-    "QuotaLimit-Limit": {"schema": {"type": "integer"}, "description": "Inquiry quota."},
-    "QuotaLimit-Remaining": {"schema": {"type": "integer"}, "description": "Inquiries left."},
-}
 
 
 def path_parameter(name: str, description: str) -> Schema:
@@ -357,6 +451,9 @@ SECURITY_SCHEMES: Mapping[str, Schema] = {
     }
 }
 
+TEXT_FILTER: Schema = {"type": "string", "maxLength": MAX_FILTER_LENGTH, "pattern": "^[^\\u0000]*$"}
+"""A free-text ``filter[…]`` value: anything longer, or holding NUL, is 400 invalid_parameter."""
+
 PAGE_PARAMETERS = (
     query_parameter(
         "page[size]", {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}, "Page size."
@@ -367,6 +464,7 @@ PAGE_PARAMETERS = (
 
 def operation(
     *,
+    name: str,
     status: int,
     schema: str | None,
     description: str,
@@ -374,45 +472,57 @@ def operation(
     write: bool = False,
     body: tuple[str, str] | None = None,
     form_only: bool = False,
+    body_required: bool = True,
     parameters: Iterable[Schema] = (),
-    headers: Mapping[str, Schema] | None = None,
+    headers: Mapping[int, Mapping[str, Schema]] | None = None,
     public: bool = False,
+    also: Mapping[int, str] | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments for a route decorator: responses, body and parameters.
+    """Keyword arguments for a route decorator: operationId, responses, body and parameters.
 
-    ``body`` is ``(json_schema, form_schema)``; with ``form_only`` only the form is
-    documented (uploads). ``write`` adds the errors every POST/PATCH can meet and
-    the ``Idempotency-Key`` header. ``public`` marks a route that needs no key and
-    is not rate limited (``/health``): no 401 or 429, and no security requirement.
+    ``name`` is the operationId (``accounts_create``): what a generated client calls
+    the method. ``body`` is ``(json_schema, form_schema)``; with ``form_only`` only
+    the form is documented (uploads). ``write`` adds the errors every POST/PATCH can
+    meet and the ``Idempotency-Key`` header. ``public`` marks a route that needs no
+    key and is not rate limited (``/health``): no 401 or 429, and no security
+    requirement. ``headers`` adds response headers by status; ``also`` names other
+    success statuses (``206``) with their descriptions, answered without a body schema.
     """
-    success: Schema = {"description": description}
-    if schema is not None:
-        success["content"] = {"application/json": {"schema": ref(schema)}}
-    response_headers = dict(headers or {})
-    if status == 201:
-        response_headers.update(_LOCATION)
-    if response_headers:
-        success["headers"] = response_headers
+    extra_headers = headers or {}
     codes = sorted({*errors, *_ALWAYS, *(_WRITES if write else ())} - (_GATED if public else set()))
-    responses: dict[int | str, dict[str, Any]] = {status: success}
-    for code in codes:
-        responses[code] = {
-            "description": f"{reason_phrase(code)}: {_ERROR_WHEN[code]}",
-            "content": {"application/json": {"schema": ref("Errors")}},
+    responses: dict[int | str, dict[str, Any]] = {}
+    successes = {status: description, **(also or {})}
+    for code in (*successes, *codes):
+        success = code in successes
+        response: Schema = {
+            "description": successes[code] if success else _error_description(code),
+            "headers": {
+                **_response_headers(code, success=success, write=write, public=public),
+                **extra_headers.get(code, {}),
+            },
         }
+        answer = (schema if code == status else None) if success else errors_schema(code)
+        if answer is not None:
+            response["content"] = {"application/json": {"schema": ref(answer)}}
+        responses[code] = response
     extra: dict[str, Any] = {}
     if body is not None:
         json_schema, form_schema = body
-        content: dict[str, Any] = {"multipart/form-data": {"schema": ref(form_schema)}}
+        media: dict[str, Any] = {"multipart/form-data": {"schema": ref(form_schema)}}
         if not form_only:
-            content = {"application/json": {"schema": ref(json_schema)}, **content}
-        extra["requestBody"] = {"required": True, "content": content}
+            media = {"application/json": {"schema": ref(json_schema)}, **media}
+        extra["requestBody"] = {"required": body_required, "content": media}
     all_parameters = [*parameters, *((IDEMPOTENCY_KEY_PARAMETER,) if write else ())]
     if all_parameters:
         extra["parameters"] = all_parameters
     if public:
         extra["security"] = []
-    return {"status_code": status, "responses": responses, "openapi_extra": extra}
+    return {
+        "operation_id": name,
+        "status_code": status,
+        "responses": responses,
+        "openapi_extra": extra,
+    }
 
 
 RESOURCES: Mapping[str, tuple[str, str]] = {
@@ -447,7 +557,8 @@ def install(app: FastAPI, *, api_prefix: str = "/api/v1") -> None:
                 routes=app.routes,
             )
             components = document.setdefault("components", {})
-            components.setdefault("schemas", {}).update(SCHEMAS)
+            components.setdefault("schemas", {}).update(component_schemas())
+            components.setdefault("headers", {}).update(HEADERS)
             components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
             document["security"] = [{BEARER_SCHEME: []}]
             _add_links(document, api_prefix)

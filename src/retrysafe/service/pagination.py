@@ -13,7 +13,7 @@ from retrysafe.envelope import ApiError
 
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 100
-_MAX_FILTER_LENGTH = 255
+MAX_FILTER_LENGTH = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +58,7 @@ def page_request(
             if check is None:
                 allowed = ", ".join(f"filter[{n}]" for n in sorted(filters)) or "none"
                 raise invalid_parameter(key, f"is not supported (supported: {allowed})")
-            problem = None if len(value) <= _MAX_FILTER_LENGTH else "is too long"
-            problem = problem or check(value)
+            problem = _text_problem(value) or check(value)
             if problem is not None:
                 raise invalid_parameter(key, problem)
             chosen[name] = value
@@ -79,6 +78,15 @@ def page_request(
             "page[after]", f"must be a {id_prefix}_… id taken from links.next or a listed item"
         )
     return PageRequest(size=size, after=after, filters=chosen)
+
+
+def _text_problem(value: str) -> str | None:
+    if len(value) > MAX_FILTER_LENGTH:
+        return "is too long"
+    # PostgreSQL cannot compare text with NUL in it: the query would fail as a 500.
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    return None
 
 
 def any_value(_value: str) -> str | None:

@@ -33,31 +33,22 @@ from retrysafe.database.schema import accounts, documents, inquiries, verificati
 from retrysafe.envelope import ApiError, FieldErrors
 from retrysafe.idempotency.recovery import recovery_of
 from retrysafe.pipeline.principal import request_id_of
-from retrysafe.provider.checks import KINDS
 from retrysafe.provider.client import CheckAnswer, ProviderClient, ProviderFailed, ProviderTimedOut
 from retrysafe.service import openapi
+from retrysafe.service.attributes import VERIFICATION, VERIFICATION_INPUT
 from retrysafe.service.bodies import BodyReader
 from retrysafe.service.inquiries import not_found as inquiry_not_found
 from retrysafe.service.scopes import require_scope
 from retrysafe.service.serialization import Resource, created, resource, single, timestamp
-from retrysafe.service.validation import Field, validate
+from retrysafe.service.validation import validate
 
 logger = structlog.get_logger("retrysafe.verifications")
 
 STARTED = "started"
 PROVIDER_CALLED = "provider_called"
-DEFAULT_KIND = "database"
+DEFAULT_KIND = VERIFICATION_INPUT.fields["kind"].default
 
-
-def _valid_kind(value: str) -> str | None:
-    return None if value in KINDS else "must be one of " + ", ".join(KINDS)
-
-
-VERIFICATION_FIELDS: Mapping[str, Field] = {
-    "kind": Field(max_length=64, min_length=1, check=_valid_kind),
-}
-
-_ATTRIBUTES = ("inquiry_id", "kind", "status", "reasons", "provider_reference", "created_at")
+_ATTRIBUTES = VERIFICATION.names
 _DOCUMENT_COUNT = (
     select(func.count())
     .where(documents.c.inquiry_id == inquiries.c.id)
@@ -87,20 +78,6 @@ def verification_resource(values: Mapping[Any, Any]) -> Resource:
     return resource("verification", values["id"], attributes)
 
 
-def _create_operation() -> dict[str, Any]:
-    operation = openapi.operation(
-        status=201,
-        schema="VerificationDocument",
-        description="The verification, passed or failed, with the provider's reasons.",
-        errors=(403, 404, 502, 504),
-        write=True,
-        body=("VerificationRequest", "VerificationForm"),
-        parameters=(openapi.path_parameter("inquiry_id", "An inquiry id (inq_…)."),),
-    )
-    operation["openapi_extra"]["requestBody"]["required"] = False
-    return operation
-
-
 def verifications_router(db: Database, reader: BodyReader, provider: ProviderClient) -> APIRouter:
     """``POST /inquiries/{id}/verifications`` and ``GET /verifications/{id}`` over ``db``."""
     router = APIRouter(tags=["verifications"])
@@ -111,13 +88,23 @@ def verifications_router(db: Database, reader: BodyReader, provider: ProviderCli
         description="Runs one check (kind `database` by default, or `document`) and records"
         " its result. With an Idempotency-Key a retry never runs a second check, also after"
         " a crash between the provider's answer and ours.",
-        **_create_operation(),
+        **openapi.operation(
+            name="verifications_create",
+            status=201,
+            schema="VerificationDocument",
+            description="The verification, passed or failed, with the provider's reasons.",
+            errors=(403, 404, 502, 504),
+            write=True,
+            body=("VerificationRequest", "VerificationForm"),
+            body_required=False,
+            parameters=(openapi.path_parameter("inquiry_id", "An inquiry id (inq_…)."),),
+        ),
     )
     async def create_verification(request: Request) -> Response:
         principal = require_scope(request, "inquiries:write")
         inquiry_id: str = request.path_params["inquiry_id"]
         attributes, errors = await _optional_attributes(reader, request)
-        values = validate(attributes, VERIFICATION_FIELDS, errors)
+        values = validate(attributes, VERIFICATION_INPUT, errors)
         errors.raise_if_any()
         organization_id = principal.organization_id
         recovery = recovery_of(request)
@@ -168,6 +155,7 @@ def verifications_router(db: Database, reader: BodyReader, provider: ProviderCli
         "/verifications/{verification_id}",
         summary="Get a verification",
         **openapi.operation(
+            name="verifications_get",
             status=200,
             schema="VerificationDocument",
             description="The verification.",

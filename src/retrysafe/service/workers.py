@@ -19,7 +19,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-__all__ = ["ListenError", "PerWorkerSockets", "reuse_port_socket", "run_workers"]
+__all__ = ["ListenError", "PerWorkerSockets", "reserve_port", "reuse_port_socket", "run_workers"]
 
 
 class ListenError(Exception):
@@ -61,22 +61,31 @@ class PerWorkerSockets(list[socket.socket]):
         return (_bind_in_worker, (self.host, self.port))
 
 
-def run_workers(app: str, *, workers: int, host: str, port: int, **options: Any) -> None:
-    """Serve the import string ``app`` (a factory) with ``workers`` processes on ``host:port``.
+def reserve_port(host: str, port: int) -> socket.socket:
+    """Claim ``host:port`` for the workers before any starts; :class:`ListenError` if unusable.
 
-    ``options`` are further :class:`uvicorn.Config` arguments. Raises
-    :class:`ListenError` before starting any worker when the address is unusable.
+    The socket is held by the supervisor, bound but never listening: it claims the
+    port (a port in use fails here, once, instead of in every worker) and receives
+    no connection, because the kernel hands connections to listening sockets only.
+    """
+    try:
+        return reuse_port_socket(host, port)
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def run_workers(
+    app: str, *, workers: int, reservation: socket.socket, host: str, **options: Any
+) -> None:
+    """Serve the import string ``app`` (a factory) with ``workers`` processes on ``reservation``.
+
+    ``reservation`` comes from :func:`reserve_port` and is closed when the workers
+    stop; ``options`` are further :class:`uvicorn.Config` arguments.
     """
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    try:
-        # Held by the supervisor, bound but never listening: it claims the port (a
-        # port in use fails here, once, instead of in every worker) and receives no
-        # connection, because the kernel hands connections to listening sockets only.
-        reservation = reuse_port_socket(host, port)
-    except OSError as exc:
-        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    options.pop("port", None)
     try:
         port = reservation.getsockname()[1]  # port 0: every worker joins the port chosen here
         config = uvicorn.Config(app, factory=True, workers=workers, host=host, port=port, **options)

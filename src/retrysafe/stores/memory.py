@@ -45,7 +45,7 @@ class MemoryIdempotencyStore:
         token = random_hex(16)
         existing = self._records.get(key)
         previous: IdempotencyRecord | None = None
-        if existing is not None and existing.expires_at > now:
+        if existing is not None and not _expired(existing, now):
             verdict = judge(existing, fingerprint, now)
             if not isinstance(verdict, TakeOver):
                 yield verdict
@@ -75,14 +75,15 @@ class MemoryIdempotencyStore:
                 attempt.undo_claim()
 
     async def purge_expired(self, now: float) -> int:
-        expired = [
-            key
-            for key, record in self._records.items()
-            if record.expires_at <= now and (record.locked_until or 0) <= now
-        ]
+        expired = [key for key, record in self._records.items() if _expired(record, now)]
         for key in expired:
             del self._records[key]
         return len(expired)
+
+
+def _expired(record: IdempotencyRecord, now: float) -> bool:
+    """Past its TTL and held by no lease: a live lease always wins over expiry."""
+    return record.expires_at <= now and (record.locked_until is None or record.locked_until <= now)
 
 
 class _MemoryAttempt:
@@ -117,11 +118,14 @@ class _MemoryAttempt:
 
     async def checkpoint(self, point: str, data: str | None, *, now: float) -> None:
         record = self._ours()
+        locked_until = now + self._store._lease
         self._records[self._key] = replace(
             record,
             recovery_point=point,
             recovery_data=data,
-            locked_until=now + self._store._lease,
+            locked_until=locked_until,
+            # The answer that follows an external call must outlive the call's lease.
+            expires_at=max(record.expires_at, locked_until),
         )
         self.checkpointed = True
         self._released_at = now

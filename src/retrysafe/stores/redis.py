@@ -3,14 +3,16 @@
 What it guarantees, while Redis is up and answering:
 
 - **Exactly one execution per key across processes.** The claim is one Lua
-  script (claim-if-absent-or-expired, else return the record to judge), so two
+  script (claim-if-absent-or-expired, else return the record to judge; expired
+  means past its TTL with no live lease, as in every store), so two
   processes can never both claim a key; every other outcome is decided by the
   same :func:`~retrysafe.idempotency.decisions.judge` the other stores use.
 - **Fencing.** Each claim carries a fresh token; ``checkpoint``, ``complete``
   and ``abandon`` are Lua scripts that write only while the record still holds
   that token. A holder that was merely slow, whose lease expired and whose
   record was taken over, gets :class:`LeaseLost` instead of overwriting the
-  new holder's record.
+  new holder's record. ``complete`` is idempotent for its own token (the
+  client's automatic retry after a lost reply must not turn success into 409).
 - **Crash safety by lease.** A claim is held by a lease from the start (there
   is no transaction that a crash would roll back); a retry after the lease
   ran out takes the record over and resumes from its last recovery point.
@@ -81,17 +83,17 @@ CONNECT_TIMEOUT = 0.5
 COMMAND_TIMEOUT = 2.0
 """Seconds one command (a short Lua script) may take before the store counts as down."""
 
-_COMPLETED = RecordStatus.COMPLETED.value
 _TAKE_OVER_ATTEMPTS = 3
 
-# Claim the key when it is free or logically expired; otherwise return the record
-# so Python can judge it. ARGV: now, fingerprint, expires_at, locked_until, token,
+# Claim the key when it is free or logically expired (past its TTL and no lease
+# lives: a holder still working keeps its key); otherwise return the record so
+# Python can judge it. ARGV: now, fingerprint, expires_at, locked_until, token,
 # ttl in ms. Times travel as Python float reprs and are only compared
 # here, never computed, so no precision is lost in Lua's number formatting.
 _CLAIM = """
 local now = tonumber(ARGV[1])
-local expires = redis.call('HGET', KEYS[1], 'expires_at')
-if expires and tonumber(expires) > now then
+local held = redis.call('HMGET', KEYS[1], 'expires_at', 'locked_until')
+if held[1] and (tonumber(held[1]) > now or (held[2] and tonumber(held[2]) > now)) then
   local record = redis.call('HGETALL', KEYS[1])
   table.insert(record, 1, 'existing')
   return record
@@ -121,24 +123,63 @@ return 1
 """
 
 # The fence: write only while the record still carries our token. ARGV: token,
-# minimum TTL in ms to keep ('0' for none), number of fields to delete, those
-# fields, then field/value pairs to set.
+# minimum TTL in ms to keep ('0' for none), the earliest expires_at to keep (''
+# for no change: a checkpoint passes its new locked_until, so expiry never falls
+# before the lease), number of fields to delete, those fields, then field/value
+# pairs to set.
 _FENCED_UPDATE = """
 if redis.call('HGET', KEYS[1], 'lock_token') ~= ARGV[1] then
   return 0
 end
-local deleted = tonumber(ARGV[3])
-for i = 4, 3 + deleted do
+if ARGV[3] ~= '' and tonumber(redis.call('HGET', KEYS[1], 'expires_at')) < tonumber(ARGV[3]) then
+  redis.call('HSET', KEYS[1], 'expires_at', ARGV[3])
+end
+local deleted = tonumber(ARGV[4])
+for i = 5, 4 + deleted do
   redis.call('HDEL', KEYS[1], ARGV[i])
 end
-if #ARGV > 3 + deleted then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 4 + deleted))
+if #ARGV > 4 + deleted then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 5 + deleted))
 end
 local keep = tonumber(ARGV[2])
 if keep > 0 and redis.call('PTTL', KEYS[1]) < keep then
   redis.call('PEXPIRE', KEYS[1], keep)
 end
 return 1
+"""
+
+# Record the answer while the record still carries our token, and remember whose
+# answer it is: run again with the same token (redis-py retrying a command whose
+# reply was lost), it finds the record complete with this very answer and succeeds
+# without writing. Any other token, or another answer, is fenced off.
+# ARGV: token, status, body, then '1' and the value or '0' and '' for the
+# Content-Type and for the Location.
+_COMPLETE = """
+local current = redis.call('HMGET', KEYS[1], 'lock_token', 'completed_by', 'response_status',
+  'response_body', 'response_content_type', 'response_location')
+if current[1] == ARGV[1] then
+  redis.call('HDEL', KEYS[1], 'lock_token', 'locked_until')
+  redis.call('HSET', KEYS[1], 'status', 'completed', 'completed_by', ARGV[1],
+    'response_status', ARGV[2], 'response_body', ARGV[3])
+  if ARGV[4] == '1' then
+    redis.call('HSET', KEYS[1], 'response_content_type', ARGV[5])
+  end
+  if ARGV[6] == '1' then
+    redis.call('HSET', KEYS[1], 'response_location', ARGV[7])
+  end
+  return 1
+end
+local function same(stored, present, value)
+  if present == '1' then
+    return stored == value
+  end
+  return stored == false
+end
+if current[2] == ARGV[1] and current[3] == ARGV[2] and current[4] == ARGV[3]
+    and same(current[5], ARGV[4], ARGV[5]) and same(current[6], ARGV[6], ARGV[7]) then
+  return 1
+end
+return 0
 """
 
 # Let go of a claim: 'delete' frees the key (a fresh claim nobody checkpointed);
@@ -202,6 +243,7 @@ class RedisIdempotencyStore:
         self._claim = client.register_script(_CLAIM)
         self._take_over = client.register_script(_TAKE_OVER)
         self._fenced_update = client.register_script(_FENCED_UPDATE)
+        self._complete = client.register_script(_COMPLETE)
         self._abandon = client.register_script(_ABANDON)
         self._purge = client.register_script(_PURGE)
 
@@ -332,7 +374,7 @@ class RedisIdempotencyStore:
             results = await pipe.execute()
         return sum(int(result) for result in results)
 
-    async def _run(self, script: AsyncScript, keys: list[str], args: list[str]) -> Any:
+    async def _run(self, script: AsyncScript, keys: list[str], args: Sequence[str | bytes]) -> Any:
         """Run ``script``; every Redis failure becomes :class:`StoreUnavailable` (503)."""
         try:
             return await cast(Awaitable[Any], script(keys=keys, args=args))
@@ -365,31 +407,25 @@ class _RedisAttempt:
 
     async def checkpoint(self, point: str, data: str | None, *, now: float) -> None:
         lease = self._store._lease
-        pairs = ["recovery_point", point, "locked_until", repr(now + lease)]
+        locked_until = repr(now + lease)
+        pairs = ["recovery_point", point, "locked_until", locked_until]
         deleted = []
         if data is None:
             deleted.append("recovery_data")
         else:
             pairs += ["recovery_data", data]
-        await self._fenced(deleted, pairs, keep_ms=_ms(lease))
+        await self._fenced(deleted, pairs, keep_ms=_ms(lease), expires_at_least=locked_until)
         self.checkpointed = True
         self._resumption = Resumption(point, data, self._resumption.external_key)
 
     async def complete(self, response: StoredResponse) -> None:
+        """Record ``response``; idempotent for this holder (same token, same answer)."""
         self.settled = True
-        pairs: list[str | bytes] = [
-            "status",
-            _COMPLETED,
-            "response_status",
-            str(response.status),
-            "response_body",
-            response.body,
-        ]
-        if response.content_type is not None:
-            pairs += ["response_content_type", response.content_type]
-        if response.location is not None:
-            pairs += ["response_location", response.location]
-        await self._fenced(["lock_token", "locked_until"], pairs, keep_ms="0")
+        args: list[str | bytes] = [self._token, str(response.status), response.body]
+        for optional in (response.content_type, response.location):
+            args += ["0", ""] if optional is None else ["1", optional]
+        if await self._store._run(self._store._complete, [self._key], args) != 1:
+            raise LeaseLost("another request took this idempotency record over")
 
     async def abandon(self) -> None:
         self.settled = True
@@ -399,9 +435,21 @@ class _RedisAttempt:
         await self._store._run(self._store._abandon, [self._key], [self._token, how])
 
     async def _fenced(
-        self, deleted: list[str], pairs: Sequence[str | bytes], *, keep_ms: str
+        self,
+        deleted: list[str],
+        pairs: Sequence[str | bytes],
+        *,
+        keep_ms: str,
+        expires_at_least: str = "",
     ) -> None:
-        args: list[Any] = [self._token, keep_ms, str(len(deleted)), *deleted, *pairs]
+        args: list[Any] = [
+            self._token,
+            keep_ms,
+            expires_at_least,
+            str(len(deleted)),
+            *deleted,
+            *pairs,
+        ]
         if await self._store._run(self._store._fenced_update, [self._key], args) != 1:
             raise LeaseLost("another request took this idempotency record over")
 

@@ -47,7 +47,18 @@ from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
-from sqlalchemy import and_, bindparam, delete, literal_column, or_, select, text, tuple_, update
+from sqlalchemy import (
+    and_,
+    bindparam,
+    case,
+    delete,
+    literal_column,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -145,6 +156,12 @@ _CHECKPOINT = (
         recovery_point=bindparam("p_point"),
         recovery_data=bindparam("p_data"),
         locked_until=bindparam("p_locked_until"),
+        # Expiry never falls before the lease: the answer that follows the external
+        # call is replayed at least until the lease would have ended.
+        expires_at=case(
+            (records.c.expires_at < bindparam("p_locked_until"), bindparam("p_locked_until")),
+            else_=records.c.expires_at,
+        ),
     )
     .returning(_ONE)
 )

@@ -7,11 +7,9 @@ requests to this origin only.
 
 from __future__ import annotations
 
-from importlib import resources
-
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
+
+from retrysafe.service.package_files import package_file_routes
 
 __all__ = ["DASHBOARD_PATH", "DASHBOARD_PATHS", "dashboard_routes"]
 
@@ -38,15 +36,4 @@ _HEADERS = {
 
 def dashboard_routes() -> list[Route]:
     """One GET route per file, its bytes read once from the package."""
-    package = resources.files(__name__)
-    routes = []
-    for path, (name, media_type) in _FILES.items():
-        content = package.joinpath(name).read_bytes()
-
-        async def serve(
-            _request: Request, content: bytes = content, media_type: str = media_type
-        ) -> Response:
-            return Response(content, media_type=media_type, headers=_HEADERS)
-
-        routes.append(Route(path, serve, methods=["GET", "HEAD"], include_in_schema=False))
-    return routes
+    return package_file_routes(__name__, _FILES, _HEADERS)

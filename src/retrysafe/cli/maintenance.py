@@ -1,24 +1,30 @@
-"""``purge-expired`` and ``migrate`` as steps a progress bar can follow."""
+"""``retrysafe migrate`` and ``retrysafe purge-expired``, as steps a progress bar can follow."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 
+import typer
 from sqlalchemy import func, select
 
-from retrysafe.commands.progress import Bars
+from retrysafe.cli.database import nothing, run_with_database, shown_database
+from retrysafe.cli.options import ApiLogRetentionOption, DatabaseOption
+from retrysafe.cli.progress import Bars, bars
 from retrysafe.database import Database
 from retrysafe.database.migrate import MigrationProgress
 from retrysafe.database.schema import idempotency_records
 from retrysafe.observability.retention import count_expired_api_logs, purge_api_logs
+from retrysafe.settings import DEFAULT_DATABASE_URL, Settings
 from retrysafe.stores.sql import SqlIdempotencyStore
 
-__all__ = ["MIGRATION_BAR", "Purged", "migration_progress", "purge_all"]
+__all__ = ["MIGRATION_BAR", "Purged", "migrate", "migration_progress", "purge_all", "purge_expired"]
 
 RECORDS_BAR = "Idempotency records"
 API_LOGS_BAR = "API-log entries"
 MIGRATION_BAR = "Migrating"
+
+DEFAULT_API_LOG_RETENTION = Settings().api_log_retention
 
 SLICES = 50
 """Most DELETEs the expired records are split into: one per slice of their expiry times."""
@@ -87,3 +93,29 @@ def migration_progress(bars: Bars) -> MigrationProgress:
             bars.advance(MIGRATION_BAR)
 
     return progress
+
+
+def purge_expired(
+    database: DatabaseOption = DEFAULT_DATABASE_URL,
+    api_log_retention: ApiLogRetentionOption = DEFAULT_API_LOG_RETENTION,
+) -> None:
+    """Delete expired idempotency records and old API-log entries; print how many."""
+    with bars() as progress:
+
+        async def purge(db: Database) -> Purged:
+            return await purge_all(db, api_log_retention=api_log_retention, bars=progress)
+
+        purged = run_with_database(database, purge)
+    typer.echo(f"Purged {purged.records} expired idempotency record{_s(purged.records)}")
+    typer.echo(f"Purged {purged.api_logs} API-log entr{'y' if purged.api_logs == 1 else 'ies'}")
+
+
+def migrate(database: DatabaseOption = DEFAULT_DATABASE_URL) -> None:
+    """Create the database if needed and bring it to the newest schema."""
+    with bars() as progress:
+        run_with_database(database, nothing, progress=migration_progress(progress))
+    typer.echo(f"Database {shown_database(database)} is at the newest schema")
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import json
 import time
 from collections import deque
@@ -16,7 +15,10 @@ from rich.console import Console
 from rich.text import Text
 from sqlalchemy import Select, select
 
-from retrysafe.config import env_name
+from retrysafe.cli.database import run_with_database
+from retrysafe.cli.errors import BadInput, CliError
+from retrysafe.cli.options import DatabaseOption
+from retrysafe.cli.output import Output, OutputOption
 from retrysafe.database import Database
 from retrysafe.database.schema import api_logs, organizations
 from retrysafe.ids import lowest_id
@@ -63,11 +65,6 @@ _OUTCOME_STYLES = {
 logs_app = typer.Typer(help="Read the API log.", no_args_is_help=True)
 
 
-class Output(enum.StrEnum):
-    TEXT = "text"
-    JSON = "json"
-
-
 @logs_app.command("tail")
 def tail(
     org: Annotated[
@@ -90,23 +87,10 @@ def tail(
     interval: Annotated[
         float, typer.Option("--interval", min=0.05, metavar="SECONDS", help="Seconds per poll.")
     ] = 1.0,
-    output: Annotated[
-        Output, typer.Option("--output", help="text for people, json (one object a line).")
-    ] = Output.TEXT,
-    database: Annotated[
-        str,
-        typer.Option(
-            "--database",
-            envvar=env_name("database"),
-            metavar="URL",
-            help="sqlite:///path or postgresql://user:password@host/db.",
-        ),
-    ] = DEFAULT_DATABASE_URL,
+    output: OutputOption = Output.TEXT,
+    database: DatabaseOption = DEFAULT_DATABASE_URL,
 ) -> None:
     """Print the newest API-log entries, then follow new ones until interrupted."""
-    # Imported here: retrysafe.cli registers this command, so it is loaded by now.
-    from retrysafe.cli import BadInput, CliError, _run_with_database
-
     if status is not None and not _valid_status(status):
         raise BadInput("--status must be a status such as 404 or a class such as 4xx")
     printer = _printer(output)
@@ -119,7 +103,7 @@ def tail(
         await _tail(db, filters, lines=lines, follow=follow, interval=interval, emit=printer)
 
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a follow ends
-        _run_with_database(database, run)
+        run_with_database(database, run)
 
 
 class _Filters:
@@ -156,12 +140,13 @@ async def _tail(
         emit(row)
     if not follow:
         return
-    typer.echo("retrysafe: following the API log (Ctrl-C to stop)", err=True)
     # Entries already there count as shown (the backlog, and what -n left out).
     watermark = lowest_id("log", time.time() - LAG)
     async with db.read() as conn:
         existing = select(api_logs.c.id).where(api_logs.c.id > watermark)
         seen = set((await conn.execute(existing)).scalars())
+    # Said only once that snapshot is taken: an entry written after this line is new.
+    typer.echo("retrysafe: following the API log (Ctrl-C to stop)", err=True)
     history: deque[tuple[float, str]] = deque()
     while True:
         await asyncio.sleep(interval)

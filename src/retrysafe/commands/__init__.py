@@ -1,1 +1,0 @@
-"""Command-line commands kept apart from ``retrysafe.cli``: progress bars and ``logs tail``."""
