@@ -33,6 +33,15 @@ fewer per commit.
 BUSY_TIMEOUT_MS = 10_000
 """How long a connection waits for another process's write lock before "database is locked"."""
 
+BUSY_POLL_FIRST = 0.0005
+BUSY_POLL_MAX = 0.004
+"""Seconds between the writer's tries of a write lock another process holds (doubling)."""
+
+CONTENTION_MEMORY = 0.1
+POLITE_PAUSE = 0.001
+"""A writer that waited for another process within CONTENTION_MEMORY seconds pauses this
+long before taking the lock again, so that the other process is not starved."""
+
 PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA foreign_keys=ON",
@@ -166,14 +175,13 @@ class InlineConnection(OneHopConnection):
     A statement inside a write transaction that already holds SQLite's write lock
     takes microseconds and never waits (WAL: readers do not block the writer), so a
     hop to a thread costs more than the statement, and each hop waits for the busy
-    event loop to come round again while the write lock is held. Only what can wait
-    or take long goes to the thread: the COMMIT (its fsync with
-    ``synchronous=FULL``, and the checkpoint that may follow it) and a
-    ``BEGIN IMMEDIATE`` that meets another process's write lock.
+    event loop to come round again while the write lock is held. Only what can take
+    long goes to the thread: the COMMIT (its fsync with ``synchronous=FULL``, and
+    the checkpoint that may follow it).
 
     The connection never waits inline: its ``busy_timeout`` is 0, and
-    :meth:`begin_immediate` retries a busy ``BEGIN`` on the thread with the usual
-    timeout. Whoever uses it must hold the writer's turn
+    :meth:`begin_immediate` tries a lock another process holds again every few
+    milliseconds, awaiting in between. Whoever uses it must hold the writer's turn
     (:class:`~retrysafe.database.sqlite_writer.SqliteWriter`): the loop and the
     thread never touch the connection at the same time.
     """
@@ -201,33 +209,40 @@ class InlineConnection(OneHopConnection):
                 await running
             raise
 
-    async def begin_immediate(self) -> None:
-        """``BEGIN IMMEDIATE`` at once, or, when another process holds the lock, on the thread.
+    _contended_at = -1.0
 
-        Raises ``sqlite3.OperationalError`` ("database is locked") when the lock is
-        not granted within :data:`BUSY_TIMEOUT_MS`.
+    async def begin_immediate(self) -> None:
+        """``BEGIN IMMEDIATE``, waiting (without blocking the loop) while another process writes.
+
+        SQLite's own busy handler sleeps in growing steps, up to 100 ms, and a process
+        that just committed takes the lock again at once: under two writing processes
+        one of them waited seconds. Here the lock is tried again every few
+        milliseconds, and a writer that met another one recently pauses a moment
+        before taking the lock again, which gives the other its turn. Raises
+        ``sqlite3.OperationalError`` ("database is locked") when the lock is not
+        granted within :data:`BUSY_TIMEOUT_MS`.
         """
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._contended_at < CONTENTION_MEMORY:
+            await asyncio.sleep(POLITE_PAUSE)
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             return
         except sqlite3.OperationalError as exc:
             if not is_busy(exc):
                 raise
-        try:
-            await self.on_thread(self._begin_waiting)
-        except asyncio.CancelledError:
-            # Granted just as we were cancelled: the caller never learns it holds the lock.
-            if self._conn.in_transaction:
-                self._conn.rollback()
-            raise
-
-    def _begin_waiting(self) -> None:
-        conn = self._conn
-        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        finally:
-            conn.execute("PRAGMA busy_timeout=0")
+        deadline = loop.time() + BUSY_TIMEOUT_MS / 1000
+        pause = BUSY_POLL_FIRST
+        while True:
+            self._contended_at = loop.time()
+            await asyncio.sleep(pause)
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc) or loop.time() >= deadline:
+                    raise
+            pause = min(pause * 2, BUSY_POLL_MAX)
 
     async def commit(self) -> None:
         if self._conn.in_transaction:

@@ -20,8 +20,9 @@ goes through one connection, in one of two shapes:
   neither starves the other.
 
 Statements run inline on the event loop (see
-:class:`~retrysafe.database.sqlite_driver.InlineConnection`); only the COMMIT,
-and a ``BEGIN`` that meets another process's lock, go to the connection's thread.
+:class:`~retrysafe.database.sqlite_driver.InlineConnection`); only the COMMIT
+goes to the connection's thread; a ``BEGIN`` that meets another process's lock
+is tried again every few milliseconds, never waiting on the loop.
 """
 
 from __future__ import annotations
