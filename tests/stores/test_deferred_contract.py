@@ -286,3 +286,20 @@ async def _rival_try(rival: SqlIdempotencyStore) -> str:
 def _short_busy_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     """SQLite: another process's writer gives up on the held write lock in 50 ms, not 10 s."""
     monkeypatch.setattr(sqlite_driver, "BUSY_TIMEOUT_MS", 50)
+
+
+async def test_a_store_built_from_a_url_owns_its_database(database: Database) -> None:
+    """The library's entry point: writes through ``store.database`` commit with the record."""
+    store = SqlIdempotencyStore.from_url(database.url)
+    try:
+        async with store.attempt(KEY, "fp", now=NOW, ttl=TTL) as decision:
+            assert isinstance(decision, Execute)
+            async with store.database.write() as conn:
+                await conn.execute(organizations.insert().values(_org("org_1")))
+            assert await _names(database) == []  # the attempt's own transaction
+            await decision.attempt.complete(CREATED)
+        assert await _names(database) == ["org_1"]
+        async with store.attempt(KEY, "fp", now=NOW + 1, ttl=TTL) as replay:
+            assert replay == Replay(CREATED)
+    finally:
+        await store.aclose()
