@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from retrysafe.asgi import ASGIApp
+from retrysafe.asgi import ASGIApp, Scope
 from retrysafe.idempotency.store import IdempotencyStore
 from retrysafe.observability.metrics import Metrics
 from retrysafe.observability.records import ApiLogSink
@@ -51,6 +51,7 @@ def build_pipeline(
     public_paths: frozenset[str] = DEFAULT_PUBLIC_PATHS,
     route_table: RouteTable | None = None,
     auth_failure_limiter: RateLimiter | None = None,
+    deferrable: Callable[[Scope], bool] | None = None,
 ) -> ASGIApp:
     """Wrap ``app`` in the SPEC §2 order; this function *is* the architecture diagram.
 
@@ -64,10 +65,18 @@ def build_pipeline(
     scope (403) is answered above idempotency too, so never recorded or replayed.
     Given ``auth_failure_limiter``, failed authentications are counted per client
     address and an address past it gets 429 before its key is looked up.
+    Requests ``deferrable`` accepts have their idempotency claim deferred to their
+    commit (see :class:`~retrysafe.pipeline.idempotency.IdempotencyLayer`).
     """
     handler_routes = getattr(app, "routes", ())
     app = DeadlineLayer(app, timeout=settings.request_timeout)  # 7. handler (504 past deadline)
-    app = IdempotencyLayer(app, store=idempotency_store, ttl=settings.idempotency_ttl, clock=clock)
+    app = IdempotencyLayer(
+        app,
+        store=idempotency_store,
+        ttl=settings.idempotency_ttl,
+        clock=clock,
+        deferrable=deferrable,
+    )  # 6. replay, 409 in flight, 422 mismatch
     if route_table is not None:
         app = AuthorizationLayer(app, routes=route_table)  # 5b. 404/405, 403 scope
     failures = None if auth_failure_limiter is None else FailedAuthentications(auth_failure_limiter)

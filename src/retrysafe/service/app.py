@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
@@ -18,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match
 
-from retrysafe.asgi import ASGIApp
+from retrysafe.asgi import ASGIApp, Scope
 from retrysafe.database import Database, DatabaseUnavailable
 from retrysafe.envelope import (
     ApiError,
@@ -62,6 +63,7 @@ HEALTH_TIMEOUT = 5.0
 _HEALTHY = b'{"status":"ok"}'
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 _ECHO_LIMIT = 100  # characters of a client-chosen path quoted back in an error
+_ACCOUNTS_PATH = f"{API_PREFIX}/accounts"
 
 
 def _version() -> str:
@@ -76,7 +78,11 @@ def create_app(settings: Settings, *, provider: ProviderClient | None = None) ->
 
     ``provider`` replaces the upstream provider client ``settings`` describe.
     """
-    db = Database(settings.database_url, pool_size=settings.db_pool_size)
+    db = Database(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        sqlite_synchronous=settings.sqlite_synchronous,
+    )
     # Checkpointed records are held past the request deadline: see lease_seconds.
     store = SqlIdempotencyStore(db, lease_seconds=lease_seconds(settings.request_timeout))
     metrics = Metrics()
@@ -114,7 +120,25 @@ def create_app(settings: Settings, *, provider: ProviderClient | None = None) ->
         api_log_paths=is_logged_path,
         public_paths=DEFAULT_PUBLIC_PATHS | DASHBOARD_PATHS | DOCS_PATHS,
         route_table=RouteScopes(api.routes),
+        deferrable=writes_only_through_the_database,
     )
+
+
+_UPLOAD_PATH = re.compile(rf"{re.escape(API_PREFIX)}/inquiries/[^/]+/documents")
+
+
+def writes_only_through_the_database(scope: Scope) -> bool:
+    """The endpoints whose idempotency claim may wait for their commit.
+
+    Their every effect is a database write (the upload's file is written under a
+    fresh name, and removed when the request does not win its key), so two
+    processes running one key at once cost nothing but the loser's work: one
+    commits, the other replays it. Verifications call the provider: not these.
+    """
+    if scope["method"] != "POST":
+        return False
+    path: str = scope["path"]
+    return path == _ACCOUNTS_PATH or _UPLOAD_PATH.fullmatch(path) is not None
 
 
 def create_api(
