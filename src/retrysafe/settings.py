@@ -30,6 +30,7 @@ __all__ = [
     "LogLevel",
     "Option",
     "Settings",
+    "SqliteSynchronous",
 ]
 
 T = TypeVar("T")
@@ -60,6 +61,13 @@ class LogLevel(enum.StrEnum):
     WARNING = "warning"
     ERROR = "error"
     CRITICAL = "critical"
+
+
+class SqliteSynchronous(enum.StrEnum):
+    """The ``--sqlite-synchronous`` choices: SQLite's ``PRAGMA synchronous`` levels we allow."""
+
+    FULL = "full"
+    NORMAL = "normal"
 
 
 class LogFormat(enum.StrEnum):
@@ -369,6 +377,22 @@ class Settings:
     Requests hold one only for their transaction, a few milliseconds, so ten keep a
     process's single core busy; the sum over all processes must stay below the
     server's ``max_connections``. Ignored on SQLite.
+    """
+
+    sqlite_synchronous: SqliteSynchronous = option(  # noqa: RUF009
+        SqliteSynchronous.FULL,
+        "sqlite-synchronous",
+        "full: every acknowledged write survives a power cut; normal: one fsync fewer"
+        " per commit, a power cut may undo the last ones (ignored on PostgreSQL).",
+    )
+    """SQLite's ``PRAGMA synchronous`` for the server's writes: ``full`` or ``normal``.
+
+    ``full`` syncs every commit to disk before the answer is sent, so an acknowledged
+    write survives a power cut or an OS crash. ``normal`` skips that sync (SQLite then
+    syncs at checkpoints): a power cut can undo the last acknowledged commits, whose
+    retries would then execute again. Commits are shared by the requests ready at once
+    (group commit), so ``full`` costs one fsync per group, not per request.
+    PostgreSQL keeps ``synchronous_commit`` on either way.
     """
 
     # option() returns a dataclasses.field; ruff cannot tell Path and enum defaults are immutable.

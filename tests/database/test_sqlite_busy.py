@@ -22,11 +22,7 @@ async def locked_database(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Database]:
     """A migrated database whose write lock another connection holds (as another process would)."""
-    monkeypatch.setattr(
-        sqlite_driver,
-        "PRAGMAS",
-        tuple("PRAGMA busy_timeout=50" if "busy" in p else p for p in sqlite_driver.PRAGMAS),
-    )
+    monkeypatch.setattr(sqlite_driver, "BUSY_TIMEOUT_MS", 50)
     path = tmp_path / "busy.db"
     db = Database(f"sqlite:///{path}")
     await upgrade(db)

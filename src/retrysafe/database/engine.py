@@ -1,48 +1,75 @@
-"""One async engine per process, with the SQLite write discipline and the ambient transaction.
+"""One database per process: its connections, the SQLite writer, and the request's transaction.
 
-The idempotency layer opens a transaction and makes it *ambient*; handlers that ask
-for :meth:`Database.write` inside it join that transaction instead of opening their
-own, so their writes and the recorded response commit together (SPEC §3).
+The idempotency layer makes a *request transaction* ambient while the handler
+runs; handlers that ask for :meth:`Database.write` (or :meth:`Database.read`)
+inside it join that transaction instead of opening their own, so their writes and
+the recorded response commit together (SPEC §3). Handlers whose writes are plain
+inserts can use :meth:`Database.writes` instead: there the inserts may wait, and
+commit with the record in one statement or one group commit (see
+:mod:`retrysafe.stores.sql`).
+
+On SQLite every write of the process goes through one connection
+(:class:`~retrysafe.database.sqlite_writer.SqliteWriter`), and reads through a
+small pool of reader connections, or inline on the loop for point lookups.
 
 A handler with an effect outside the database (an upstream call) commits a phase
-at a recovery point and makes the call holding no transaction and, on SQLite, no
-write lock; its next ``read``/``write`` opens the ambient transaction again.
+at a recovery point and makes the call holding no transaction and, on SQLite, not
+the writer; its next ``read``/``write`` opens the request transaction again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from functools import partial
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from sqlalchemy import event
-from sqlalchemy.engine import Connection, ExceptionContext
+import asyncpg
+from sqlalchemy import Column, Table, bindparam, event, literal_column
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.util import greenlet_spawn
 
 from retrysafe.database import sqlite_driver
-from retrysafe.database.sqlite_driver import BUSY, Busy
-from retrysafe.unavailable import StoreUnavailable
+from retrysafe.database.sqlite_driver import BUSY, Busy, is_busy
+from retrysafe.database.sqlite_writer import SqliteWriter
+from retrysafe.database.unavailable import DatabaseUnavailable
 
-_ambient: ContextVar[AmbientTransaction | None] = ContextVar("retrysafe_ambient_tx", default=None)
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
-_IMMEDIATE = "retrysafe_immediate"
-SQLITE_POOL_SIZE = 32
-"""SQLite connections kept open per process (more are opened, and closed, under bursts)."""
+__all__ = [
+    "Database",
+    "DatabaseUnavailable",
+    "Prepared",
+    "PreparedInsert",
+    "RequestTransaction",
+    "Writes",
+    "async_url",
+]
 
+_ambient: ContextVar[RequestTransaction | None] = ContextVar("retrysafe_request_tx", default=None)
 
-class DatabaseUnavailable(StoreUnavailable):
-    """The database could not be reached or stayed locked; the request did not run (503)."""
+SQLITE_READERS = 4
+"""SQLite reader connections kept open per process, each with its thread.
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, dependency="database")
+Point lookups (API keys, idempotency records) do not use them (they run inline),
+so these serve only the list and detail reads; more would be more threads taking
+turns at the GIL, not more reads per second.
+"""
+SQLITE_READER_OVERFLOW = 4
+"""Reader connections opened (and closed again) past :data:`SQLITE_READERS` under bursts."""
 
 
 def async_url(url: str) -> str:
@@ -55,83 +82,194 @@ def async_url(url: str) -> str:
     return url
 
 
-def _sqlite_begin(conn: Connection) -> None:
-    # Writers take the write lock up front so a transaction never fails half-way on
-    # upgrade. Readers begin nothing: in autocommit mode each SELECT is its own
-    # consistent snapshot, and skipping BEGIN saves a trip to the driver's thread.
-    if conn.get_execution_options().get(_IMMEDIATE, False):
-        driver = conn.connection.driver_connection
-        if isinstance(driver, sqlite_driver.OneHopConnection):
-            driver.begin_immediate()  # sent with the first statement, saving a hop
-        else:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+class RequestTransaction(Protocol):
+    """The transaction of one request, made ambient by the idempotency store.
+
+    It may not be open yet: a store that defers its claim opens it on the first
+    :meth:`connection`, and until then keeps the request's inserts for its commit.
+    """
+
+    async def connection(self) -> AsyncConnection:
+        """The request's open transaction, opened (and the key claimed) if it is not yet."""
+        ...
+
+    async def insert(
+        self,
+        statement: PreparedInsert,
+        row: Mapping[str, Any],
+        conflict: Callable[[], BaseException] | None,
+    ) -> None:
+        """Insert ``row`` now or at the commit; see :meth:`Writes.insert`."""
+        ...
 
 
 class Database:
-    """Connections for reads and for writes; on SQLite one writer per process at a time."""
+    """Connections for reads and for writes; on SQLite one writer per process."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, pool_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        pool_timeout: float = 10.0,
+        sqlite_synchronous: str = sqlite_driver.SYNCHRONOUS[0],
+    ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        kwargs: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite}
+        self.sqlite_synchronous = sqlite_synchronous
+        self.writer: SqliteWriter | None = None
+        self._write_engine: AsyncEngine | None = None
+        self._inline: sqlite_driver.InlineReader | None = None
         if self.is_sqlite:
+            if sqlite_synchronous not in sqlite_driver.SYNCHRONOUS:
+                choices = ", ".join(sqlite_driver.SYNCHRONOUS)
+                raise ValueError(
+                    f"sqlite_synchronous must be one of {choices}, got {sqlite_synchronous!r}"
+                )
             path = url.split("///", 1)[1] if "///" in url else ":memory:"
-            kwargs["async_creator"] = partial(sqlite_driver.connect, path)
-            # Readers run side by side (WAL) and each connection is a thread of its
-            # own: a pool smaller than the requests in flight would open and close
-            # a connection (a thread, a file) per request past it, as SQLAlchemy's
-            # default of 5 + 10 overflow did under 32 connections of load.
-            kwargs.update(pool_size=SQLITE_POOL_SIZE, max_overflow=3 * SQLITE_POOL_SIZE)
+            self.engine: AsyncEngine = create_async_engine(
+                async_url(url),
+                async_creator=partial(sqlite_driver.connect, path, sqlite_synchronous),
+                pool_size=SQLITE_READERS,
+                max_overflow=SQLITE_READER_OVERFLOW,
+            )
+            self.writer = SqliteWriter(
+                partial(sqlite_driver.connect_writer, path, sqlite_synchronous)
+            )
+            # SQLAlchemy's view of the writer's one connection, for the transactions that
+            # handlers run statement by statement; the writer's turns keep its users apart.
+            self._write_engine = create_async_engine(
+                async_url(url), async_creator=self.writer.connection, poolclass=StaticPool
+            )
+            event.listen(self._write_engine.sync_engine, "handle_error", _disconnect_is_unavailable)
+            self._inline = sqlite_driver.InlineReader(path)
         else:
             # No overflow: pool_size is then the most this process ever opens, so
-            # processes x pool_size bounds what the server must allow.
-            kwargs.update(pool_size=pool_size, max_overflow=0, pool_timeout=pool_timeout)
-        self.engine: AsyncEngine = create_async_engine(async_url(url), **kwargs)
-        # SQLite has one writer per file; queueing writers in-process on a lock is far
-        # cheaper than letting them spin in SQLite's busy handler. Other processes
-        # sharing the file still wait through busy_timeout.
-        self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
-        self._inline = sqlite_driver.InlineReader(path) if self.is_sqlite else None
-        if self.is_sqlite:
-            event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
+            # processes x pool_size bounds what the server must allow. No pre-ping:
+            # it cost three round trips per checkout (BEGIN, a ping, ROLLBACK). A
+            # connection the server dropped fails its first statement instead, which
+            # is a 503 and invalidates the pool (see _disconnect_is_unavailable).
+            self.engine = create_async_engine(
+                async_url(url),
+                pool_size=pool_size,
+                max_overflow=0,
+                pool_timeout=pool_timeout,
+            )
         event.listen(self.engine.sync_engine, "handle_error", _disconnect_is_unavailable)
 
     async def dispose(self) -> None:
         if self._inline is not None:
             self._inline.close()
+        if self.writer is not None:
+            await self.writer.close()
+        if self._write_engine is not None:
+            await self._write_engine.dispose()
         await self.engine.dispose()
 
     def prepare(self, statement: Executable) -> Prepared:
         """Compile ``statement`` once for this database; see :class:`Prepared`."""
         return Prepared(self, statement)
 
-    async def execute_and_commit(
-        self, conn: AsyncConnection, statement: Prepared, parameters: Mapping[str, Any]
-    ) -> None:
-        """Run the transaction's last statement and commit, in one trip where the driver can.
-
-        The write lock is held until the commit, so every trip saved here is
-        throughput for every writer.
-        """
-        driver = _one_hop_driver(conn)
-        if driver is not None:
-            driver.commit_after_next()
-        await statement.rows(conn, parameters)
-        await conn.commit()
+    def prepare_insert(
+        self, table: Table, *, unless: tuple[Column[Any], ...] = ()
+    ) -> PreparedInsert:
+        """An insert into ``table`` that :meth:`Writes.insert` may defer (a PreparedInsert)."""
+        return PreparedInsert(self, table, unless)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for reads; inside an ambient transaction, that transaction."""
+        """A connection for reads; inside a request transaction, that transaction."""
         current = _ambient.get()
         if current is not None:
             yield await current.connection()
             return
-        async with self._connect() as conn:
+        async with _connect(self.engine) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def raw(self) -> AsyncIterator[Any]:
+        """PostgreSQL: a pooled connection, used straight on asyncpg (``asyncpg.Connection``).
+
+        For single statements on the hot path, outside SQLAlchemy's transaction
+        handling: each runs in its own implicit transaction, in one round trip,
+        prepared once per connection by asyncpg. The connection is one of the pool's,
+        so ``pool_size`` still bounds what the process opens. A lost connection is a
+        :class:`DatabaseUnavailable` and is not given back to the pool.
+        """
+        record = _idle_record(self.engine)
+        if record is not None:
+            async with _lent(self.engine, record) as conn:
+                yield conn
+            return
+        try:
+            proxied = await self.engine.raw_connection()
+        except Exception as exc:
+            # Connecting failed (the driver's own error, unwrapped on this path), or the
+            # pool stayed exhausted: nothing ran.
+            raise DatabaseUnavailable(str(exc)) from exc
+        healthy = False
+        try:
+            yield proxied.driver_connection
+            healthy = True
+        except asyncpg.PostgresError as exc:
+            healthy = not isinstance(exc, _PG_SERVER_GOING)
+            # The server answered: the statement failed, the connection is fine,
+            # unless the server is going away (connection exceptions, shutdown).
+            if isinstance(exc, _PG_SERVER_GOING):
+                self.engine.sync_engine.pool._invalidate_time = time.time()
+                proxied.invalidate(exc)
+                raise DatabaseUnavailable(str(exc)) from exc
+            raise
+        except _PG_CLIENT_FAILURES as exc:
+            # The socket, the protocol, a state left by an interrupted statement: the
+            # connection is unusable, and no statement of ours is known to have run.
+            self.engine.sync_engine.pool._invalidate_time = time.time()
+            proxied.invalidate(exc)
+            raise DatabaseUnavailable(str(exc)) from exc
+        except BaseException as exc:
+            # Cancelled mid-statement: asyncpg may still be talking to the server.
+            proxied.invalidate(exc)
+            raise
+        finally:
+            if healthy:
+                # Checked in without a hop into a greenlet: no SQLAlchemy transaction was
+                # begun on it, so the pool's reset has nothing to await.
+                proxied.close()
+            else:
+                await greenlet_spawn(proxied.close)
+
+    async def first_committed(
+        self, statement: Prepared, parameters: Mapping[str, Any]
+    ) -> tuple[Any, ...] | None:
+        """The first row of a point lookup outside any transaction, by the cheapest way there is.
+
+        On SQLite inline on the loop (a reader connection when that cannot run at
+        once); on PostgreSQL one statement straight on asyncpg.
+        """
+        if self.is_sqlite:
+            row = statement.first_now(parameters)
+            if row is not BUSY:
+                return row
+            async with self.read_committed() as conn:
+                return await statement.first(conn, parameters)
+        async with self.raw() as conn:
+            found = await conn.fetchrow(statement.sql, *statement.values(parameters))
+            return None if found is None else tuple(found)
+
+    @asynccontextmanager
+    async def read_committed(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads outside any request transaction: it sees what is committed.
+
+        For a handler's reads that need not see its own writes nor be atomic with
+        them (checking that a parent row exists before a long upload, say): they do
+        not open the request transaction, so on SQLite they do not hold the writer.
+        """
+        async with _connect(self.engine) as conn:
             yield conn
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction committed on exit; joins the ambient one if there is one."""
+        """A write transaction committed on exit; joins the request transaction if there is one."""
         current = _ambient.get()
         if current is not None:
             yield await current.connection()
@@ -141,129 +279,235 @@ class Database:
             await conn.commit()
 
     @asynccontextmanager
+    async def writes(self) -> AsyncIterator[Writes]:
+        """Inserts that may wait for the commit: see :class:`Writes`.
+
+        Inside a request transaction they belong to it. Outside one they are one
+        unit of their own, written (on SQLite in the next group commit) when the
+        block ends, and a conflict is raised then, from the ``async with``.
+        """
+        current = _ambient.get()
+        writes = Writes(self, current)
+        yield writes
+        if current is None and writes.queued:
+            await self._write_unit(writes.queued)
+
+    @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """An open write transaction the caller commits; rolled back if it does not."""
-        async with self._writer_turn(), self._connect(immediate=True) as conn:
+        """An open write transaction the caller commits; rolled back if it does not.
+
+        On SQLite it holds the process's writer for as long as it is open.
+        """
+        if self.writer is None or self._write_engine is None:
+            async with _connect(self.engine) as conn:
+                try:
+                    await _guard(conn.begin())
+                    yield conn
+                finally:
+                    if conn.in_transaction():
+                        await conn.rollback()
+            return
+        async with self.writer.turn() as driver, _connect(self._write_engine) as conn:
             try:
-                await _guard(conn.begin())
+                await _guard_sqlite(driver.begin_immediate())
+                await conn.begin()  # SQLAlchemy's bookkeeping: the BEGIN above is the real one
                 yield conn
             finally:
                 if conn.in_transaction():
                     await conn.rollback()
 
-    @asynccontextmanager
-    async def ambient_transaction(self) -> AsyncIterator[AmbientTransaction]:
-        """A transaction, open at once, that every ``read``/``write`` below joins.
+    async def insert_many(self, statement: PreparedInsert, rows: list[dict[str, Any]]) -> None:
+        """Insert ``rows`` in one transaction of their own (on SQLite a unit of a group commit).
 
-        Whatever the holder has not committed when the context ends is rolled back.
+        Never part of a request transaction: for background batches (the API log).
         """
-        ambient = AmbientTransaction(self)
-        await ambient.connection()
-        token = _ambient.set(ambient)
+        if not rows:
+            return
+        if self.writer is not None:
+            prepared = statement.prepared_for(rows[0])
+            sql = prepared.sql
+            batch = [prepared.values(row) for row in rows]
+            try:
+                await self.writer.run(partial(_execute_many, sql, batch))
+            except sqlite3.OperationalError as exc:
+                if is_busy(exc):
+                    raise DatabaseUnavailable(str(exc)) from exc
+                raise
+            return
+        prepared = statement.prepared_for(rows[0])
+        async with self.raw() as conn, conn.transaction():
+            await conn.executemany(prepared.sql, [prepared.values(row) for row in rows])
+
+    @contextmanager
+    def joined(self, transaction: RequestTransaction) -> Iterator[None]:
+        """Make ``transaction`` the one every ``read``/``write``/``writes`` below joins."""
+        token = _ambient.set(transaction)
         try:
-            yield ambient
+            yield
         finally:
             _ambient.reset(token)
-            await ambient.release()
 
-    @asynccontextmanager
-    async def _writer_turn(self) -> AsyncIterator[None]:
-        if self._write_lock is None:
-            yield
+    async def _write_unit(self, queued: list[QueuedInsert]) -> None:
+        """Commit ``queued`` on its own: a unit of a group on SQLite, a transaction elsewhere."""
+        if self.writer is not None:
+            try:
+                await self.writer.run(partial(_insert_all, queued))
+            except sqlite3.OperationalError as exc:
+                if is_busy(exc):
+                    raise DatabaseUnavailable(str(exc)) from exc
+                raise
+            except InsertConflict as conflict:
+                raise conflict.error() from None
             return
-        async with self._write_lock:
-            yield
-
-    @asynccontextmanager
-    async def _connect(self, *, immediate: bool = False) -> AsyncIterator[AsyncConnection]:
-        try:
-            conn = await self.engine.connect()
-        except (OSError, DBAPIError) as exc:
-            raise DatabaseUnavailable(str(exc)) from exc
-        except PoolTimeout as exc:
-            # Every pooled connection stayed busy for pool_timeout: nothing ran, so a
-            # 503 the client retries with the same key, not a 500.
-            raise DatabaseUnavailable(str(exc)) from exc
-        try:
-            if immediate and self.is_sqlite:
-                await conn.execution_options(**{_IMMEDIATE: True})
-            yield conn
-        finally:
-            await conn.close()
+        async with self.raw() as conn:
+            if len(queued) == 1:  # one statement is atomic on its own: one round trip
+                conflicted = await _pg_insert(conn, queued[0])
+            else:
+                async with conn.transaction():
+                    for each in queued:
+                        conflicted = await _pg_insert(conn, each)
+                        if conflicted is not None:
+                            raise conflicted
+        if conflicted is not None:
+            raise conflicted
 
 
-class AmbientTransaction:
-    """The one write transaction of a request, which may be ended and begun again.
+QueuedInsert = tuple["PreparedInsert", Mapping[str, Any], "Callable[[], BaseException] | None"]
 
-    Normally it is opened once and committed once, with the idempotency record. A
-    recovery point commits it and calls :meth:`release`, giving back the connection
-    and (on SQLite) the write lock, so an upstream call holds neither; the next
-    :meth:`connection` opens a new transaction, which the rest of the request joins.
+
+class InsertConflict(Exception):
+    """A deferred insert met a row with its unique key: its unit rolls back."""
+
+    def __init__(self, on_conflict: Callable[[], BaseException] | None) -> None:
+        super().__init__("a deferred insert conflicted with an existing row")
+        self._on_conflict = on_conflict
+
+    def error(self) -> BaseException:
+        """What the handler asked to raise for the conflict (this, when it asked for nothing)."""
+        return self._on_conflict() if self._on_conflict is not None else self
+
+
+async def _pg_insert(conn: Any, queued: QueuedInsert) -> BaseException | None:
+    """Run one queued insert on asyncpg; what to raise when its unique key was taken."""
+    insert, row, on_conflict = queued
+    prepared = insert.prepared_for(row)
+    rows = await conn.fetch(prepared.sql, *prepared.values(row))
+    if rows or not insert.reports_conflict:
+        return None
+    return InsertConflict(on_conflict).error()
+
+
+def _execute_many(sql: str, batch: list[list[Any]], raw: sqlite3.Connection) -> None:
+    raw.executemany(sql, batch)
+
+
+def _insert_all(queued: list[QueuedInsert], raw: sqlite3.Connection) -> None:
+    """Run ``queued`` inline on the writer's connection; raise on the first conflict."""
+    for insert, row, on_conflict in queued:
+        prepared = insert.prepared_for(row)
+        rows = raw.execute(prepared.sql, prepared.values(row)).fetchall()
+        if insert.reports_conflict and not rows:
+            raise InsertConflict(on_conflict)
+
+
+class Writes:
+    """The inserts of a handler, which may be written at the commit instead of at once.
+
+    ``insert`` returns without a result, so the handler cannot depend on when the
+    row is written: under an idempotency key whose claim is deferred, rows wait for
+    the response and commit with the record; elsewhere they are written now (in an
+    open request transaction) or when the ``writes()`` block ends.
     """
 
-    __slots__ = ("_conn", "_db", "_scope")
+    __slots__ = ("_db", "_transaction", "queued")
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, transaction: RequestTransaction | None) -> None:
         self._db = db
-        self._scope: AbstractAsyncContextManager[AsyncConnection] | None = None
-        self._conn: AsyncConnection | None = None
+        self._transaction = transaction
+        self.queued: list[QueuedInsert] = []
 
-    async def connection(self) -> AsyncConnection:
-        """The open transaction's connection, beginning a transaction when none is open."""
-        conn = self._conn
-        if conn is None:
-            # Entered by hand rather than with ``async with``: the transaction has to
-            # outlive this call, until the holder commits and releases it.
-            scope = self._db.transaction()
-            conn = await scope.__aenter__()
-            self._scope, self._conn = scope, conn
-        return conn
+    async def insert(
+        self,
+        statement: PreparedInsert,
+        row: Mapping[str, Any],
+        *,
+        conflict: Callable[[], BaseException] | None = None,
+    ) -> None:
+        """Insert ``row`` with ``statement``; ``conflict()`` is raised if its unique key is taken.
 
-    async def restart(self) -> AsyncConnection:
-        """Roll back what the open transaction did and begin a new one on its connection.
-
-        The connection and the write lock stay held, so nothing is queued behind twice.
+        With ``unless`` columns (see :meth:`Database.prepare_insert`) a conflicting row
+        is not inserted, and ``conflict`` (if given) says what to raise instead:
+        where the insert waits for the commit, the request is run again in the mode
+        that writes at once, and then the handler raises it (see
+        :mod:`retrysafe.stores.sql`).
         """
-        conn = self._conn
-        if conn is None:
-            return await self.connection()
-        await conn.rollback()
-        await _guard(conn.begin())
-        return conn
+        if self._transaction is not None:
+            await self._transaction.insert(statement, row, conflict)
+        else:
+            self.queued.append((statement, row, conflict))
 
-    async def release(self) -> None:
-        """End the transaction, rolling back what was not committed, and give back its
-        connection and write lock; a no-op when none is open."""
-        scope = self._scope
-        if scope is None:
-            return
-        self._scope = self._conn = None
-        await scope.__aexit__(None, None, None)
+
+class PreparedInsert:
+    """An insert of one row into ``table``, compiled once per set of columns rows give.
+
+    Columns a row leaves out get their defaults, as with ``table.insert()``. With
+    ``unless`` it is ``INSERT … ON CONFLICT (unless) DO NOTHING RETURNING 1``: a row
+    comes back only when it was inserted, so a conflict is seen without an error
+    (which would abort a PostgreSQL transaction).
+    """
+
+    def __init__(self, db: Database, table: Table, unless: tuple[Column[Any], ...]) -> None:
+        self.table = table
+        self.unless = tuple(column.name for column in unless)
+        self.reports_conflict = bool(unless)
+        self._db = db
+        self._compiled: dict[tuple[str, ...], Prepared] = {}
+
+    def prepared_for(self, row: Mapping[str, Any]) -> Prepared:
+        """The statement for a row with exactly ``row``'s columns."""
+        columns = tuple(row)
+        prepared = self._compiled.get(columns)
+        if prepared is None:
+            insert = sqlite.insert if self._db.is_sqlite else postgresql.insert
+            statement: Any = insert(self.table).values({name: bindparam(name) for name in columns})
+            if self.unless:
+                statement = statement.on_conflict_do_nothing(
+                    index_elements=list(self.unless)
+                ).returning(literal_column("1"))
+            prepared = self._compiled[columns] = self._db.prepare(statement)
+        return prepared
 
 
 class Prepared:
     """A Core statement compiled once, run with as little machinery as the driver allows.
 
     On SQLite it goes straight to the one-hop driver: no execution context, no
-    result objects, one trip to the driver's thread. That is most of what a
-    statement costs on the hot path (about 90 µs of CPU each through SQLAlchemy's
-    execute here). On other databases it runs through SQLAlchemy as usual. Rows
-    come back as plain tuples in the statement's column order either way.
+    result objects, one trip to a reader's thread, or none on the writer. That is
+    most of what a statement costs on the hot path (about 90 µs of CPU each through
+    SQLAlchemy's execute here). On other databases it runs through SQLAlchemy as
+    usual. Rows come back as plain tuples in the statement's column order either way.
     """
 
     def __init__(self, db: Database, statement: Executable) -> None:
         self.statement = statement
         self._db = db
         self._fast = db.is_sqlite
-        if self._fast:
-            compiled = cast(
-                SQLCompiler, cast(ClauseElement, statement).compile(dialect=db.engine.dialect)
-            )
-            self._sql = compiled.string
-            self._order = tuple(compiled.positiontup or ())
-            # Values written into the statement itself (status="completed") are
-            # bind parameters too; their values live in the compiled defaults.
-            self._defaults = dict(compiled.params)
+        compiled = cast(
+            SQLCompiler,
+            cast(ClauseElement, statement).compile(
+                dialect=db.engine.dialect if db.is_sqlite else _PG_DIALECT
+            ),
+        )
+        self.sql = compiled.string
+        self.order = tuple(compiled.positiontup or ())
+        # Values written into the statement itself (status="completed") are bind
+        # parameters too; their values live in the compiled defaults.
+        self._defaults = dict(compiled.params)
+
+    def values(self, parameters: Mapping[str, Any]) -> list[Any]:
+        """``parameters`` in the compiled statement's positional order."""
+        defaults = self._defaults
+        return [parameters[name] if name in parameters else defaults[name] for name in self.order]
 
     async def rows(
         self, conn: AsyncConnection, parameters: Mapping[str, Any]
@@ -272,14 +516,10 @@ class Prepared:
         if driver is None:
             result = await conn.execute(self.statement, parameters)
             return [tuple(row) for row in result.all()] if result.returns_rows else []
-        defaults = self._defaults
-        values = [
-            parameters[name] if name in parameters else defaults[name] for name in self._order
-        ]
         try:
-            return await driver.run(self._sql, values)
+            return await driver.run(self.sql, self.values(parameters))
         except sqlite3.OperationalError as exc:
-            if _is_busy(exc):
+            if is_busy(exc):
                 raise DatabaseUnavailable(str(exc)) from exc
             raise
 
@@ -299,11 +539,98 @@ class Prepared:
         reader = self._db._inline
         if reader is None:
             return BUSY
-        defaults = self._defaults
-        values = [
-            parameters[name] if name in parameters else defaults[name] for name in self._order
-        ]
-        return reader.first(self._sql, values)
+        return reader.first(self.sql, self.values(parameters))
+
+
+_PG_DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
+
+
+_PG_SERVER_GOING: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # the server shutting down or starting up
+)
+
+_PG_CLIENT_FAILURES: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
+
+
+def _idle_record(engine: AsyncEngine) -> Any:
+    """An idle, healthy connection record of ``engine``'s pool, taken off its queue; or None.
+
+    SQLAlchemy's checkout and check-in (a greenlet switch, the fairy, the reset on
+    return) cost about as much CPU as the statement they wrap. A connection that sits
+    idle in the pool, was opened after the pool's last invalidation and is not being
+    recycled can be lent as it is and put back the same way; anything else (none
+    idle, one to reconnect) takes SQLAlchemy's own checkout.
+    """
+    pool: Any = engine.sync_engine.pool
+    queue = getattr(pool, "_pool", None)
+    if queue is None or getattr(pool, "_recycle", -1) >= 0:
+        return None
+    try:
+        record = queue.get_nowait()
+    except Exception:  # empty (the queue raises its own Empty)
+        return None
+    if (
+        record.dbapi_connection is None
+        or record.starttime < pool._invalidate_time
+        or record._soft_invalidate_time > record.starttime
+    ):
+        queue.put_nowait(record)  # for SQLAlchemy's checkout to reconnect as it does
+        return None
+    return record
+
+
+@asynccontextmanager
+async def _lent(engine: AsyncEngine, record: Any) -> AsyncIterator[Any]:
+    """Use ``record``'s asyncpg connection, then put the record back on the pool's queue."""
+    pool: Any = engine.sync_engine.pool
+    try:
+        yield record.dbapi_connection.driver_connection
+    except asyncpg.PostgresError as exc:
+        if isinstance(exc, _PG_SERVER_GOING):
+            await _invalidate_all(pool, record, exc)
+            raise DatabaseUnavailable(str(exc)) from exc
+        raise
+    except _PG_CLIENT_FAILURES as exc:
+        await _invalidate_all(pool, record, exc)
+        raise DatabaseUnavailable(str(exc)) from exc
+    except BaseException as exc:
+        # Cancelled mid-statement: asyncpg may still be talking to the server.
+        await asyncio.shield(greenlet_spawn(record.invalidate, exc))
+        raise
+    finally:
+        pool._pool.put_nowait(record)
+
+
+async def _invalidate_all(pool: Any, record: Any, exc: BaseException) -> None:
+    """Close ``record``'s connection and mark every connection opened before it as stale.
+
+    A connection lost is most often the server gone or restarted: the others are lost
+    too, and SQLAlchemy reconnects each at its next checkout instead of failing it.
+    """
+    pool._invalidate_time = time.time()
+    await greenlet_spawn(record.invalidate, exc)
+
+
+@asynccontextmanager
+async def _connect(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    try:
+        conn = await engine.connect()
+    except (OSError, DBAPIError) as exc:
+        raise DatabaseUnavailable(str(exc)) from exc
+    except PoolTimeout as exc:
+        # Every pooled connection stayed busy for pool_timeout: nothing ran, so a
+        # 503 the client retries with the same key, not a 500.
+        raise DatabaseUnavailable(str(exc)) from exc
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 def _one_hop_driver(conn: AsyncConnection) -> sqlite_driver.OneHopConnection | None:
@@ -319,21 +646,16 @@ def _disconnect_is_unavailable(context: ExceptionContext) -> BaseException | Non
     The transaction did not commit, or (lost during COMMIT) nobody knows: either
     way the client retries with the same key, which executes or replays. SQLAlchemy
     still invalidates the connection, so the pool never hands it out again.
+
+    A statement interrupted by a cancellation (the request's deadline) is flagged
+    as a disconnect too, but it is not one: the cancellation goes on unchanged, so
+    the deadline layer answers its 504 rather than a 503.
     """
-    if context.is_disconnect or _is_busy(context.original_exception):
+    if not isinstance(context.original_exception, Exception):
+        return None  # CancelledError, KeyboardInterrupt: not a database failure
+    if context.is_disconnect or is_busy(context.original_exception):
         return DatabaseUnavailable(str(context.original_exception))
     return None
-
-
-def _is_busy(exc: BaseException) -> bool:
-    """SQLite gave up waiting for another process's write lock (``busy_timeout``).
-
-    The statement did not run and the transaction rolls back, so this is a 503
-    that is safe to retry, not a 500.
-    """
-    return isinstance(exc, sqlite3.OperationalError) and str(exc).startswith(
-        ("database is locked", "database is busy")
-    )
 
 
 async def _guard(awaitable: Any) -> Any:
@@ -341,4 +663,12 @@ async def _guard(awaitable: Any) -> Any:
     try:
         return await awaitable
     except (OSError, OperationalError) as exc:
+        raise DatabaseUnavailable(str(exc)) from exc
+
+
+async def _guard_sqlite(awaitable: Any) -> Any:
+    """The same for a call straight on the sqlite3 driver (a ``BEGIN IMMEDIATE``)."""
+    try:
+        return await awaitable
+    except (OSError, sqlite3.OperationalError) as exc:
         raise DatabaseUnavailable(str(exc)) from exc

@@ -1,18 +1,18 @@
-"""An aiosqlite connection that crosses to its thread once per statement, not four times.
+"""SQLite connections for the event loop: readers one hop per statement, the writer inline.
 
 SQLAlchemy's aiosqlite adapter opens a cursor, executes, fetches and closes it
-as four separate hops to the connection's thread. Under load each hop waits for
-the event loop to come round again, and the hops of a write transaction happen
-while SQLite's single write lock is held, so they set the throughput of every
-write. Here a statement is one hop (execute and fetch together), cursor creation
-and close are free, and COMMIT/ROLLBACK outside a transaction cost nothing.
-``BEGIN IMMEDIATE`` travels with the transaction's first statement, and a
-``COMMIT`` the caller announces travels with the last one, so a claim-insert-
-record transaction holds the write lock for three hops instead of five.
+as four separate hops to the connection's thread, and under load each hop waits
+for the event loop to come round again. A reader here crosses once per statement
+(execute and fetch together; cursor creation and close are free). The one write
+connection of a process (:class:`InlineConnection`) does not cross at all for its
+statements, only for what can wait: the COMMIT's fsync and a write lock held by
+another process. Point lookups run inline too (:class:`InlineReader`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
@@ -21,84 +21,91 @@ from typing import Any
 
 import aiosqlite
 
+SYNCHRONOUS = ("full", "normal")
+"""The ``PRAGMA synchronous`` levels ``--sqlite-synchronous`` accepts; the first is the default.
+
+``full`` syncs the write-ahead log at every commit, so an acknowledged write survives
+a power cut or an OS crash; ``normal`` syncs only at checkpoints, which a power cut
+can undo for the last commits (SQLite documents this), in exchange for one fsync
+fewer per commit.
+"""
+
+BUSY_TIMEOUT_MS = 10_000
+"""How long a connection waits for another process's write lock before "database is locked"."""
+
+BUSY_POLL_FIRST = 0.0005
+BUSY_POLL_MAX = 0.004
+"""Seconds between the writer's tries of a write lock another process holds (doubling)."""
+
+CONTENTION_MEMORY = 0.1
+POLITE_PAUSE = 0.001
+"""A writer that waited for another process within CONTENTION_MEMORY seconds pauses this
+long before taking the lock again, so that the other process is not starved."""
+
 PRAGMAS = (
     "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=NORMAL",
-    "PRAGMA busy_timeout=10000",
     "PRAGMA foreign_keys=ON",
 )
 
 
-def _open(path: str) -> sqlite3.Connection:
-    # isolation_level=None: transactions are begun explicitly by Database (BEGIN or
-    # BEGIN IMMEDIATE); pysqlite's implicit BEGIN would start writes DEFERRED.
+def _open(path: str, synchronous: str, busy_timeout_ms: int) -> sqlite3.Connection:
+    if synchronous not in SYNCHRONOUS:
+        choices = ", ".join(SYNCHRONOUS)
+        raise ValueError(f"synchronous must be one of {choices}, got {synchronous!r}")
+    # isolation_level=None: transactions are begun explicitly (BEGIN IMMEDIATE by the
+    # writer); pysqlite's implicit BEGIN would start writes DEFERRED.
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
     for pragma in PRAGMAS:
         conn.execute(pragma)
+    conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
     return conn
 
 
-async def connect(path: str) -> OneHopConnection:
-    connection = OneHopConnection(partial(_open, path), 64)
+async def connect(path: str, synchronous: str = SYNCHRONOUS[0]) -> OneHopConnection:
+    """A connection for reads, with a thread of its own (the reader pool's)."""
+    connection = OneHopConnection(partial(_open, path, synchronous, BUSY_TIMEOUT_MS), 64)
     await connection  # starts the connection's thread and opens the file there
     return connection
 
 
+async def connect_writer(path: str, synchronous: str = SYNCHRONOUS[0]) -> InlineConnection:
+    """The process's one write connection (see :class:`InlineConnection`)."""
+    connection = InlineConnection(partial(_open, path, synchronous, 0), 64)
+    await connection
+    return connection
+
+
 class OneHopConnection(aiosqlite.Connection):
-    _begin_pending = False
-    _commit_pending = False
+    """A reader connection: every statement is one hop to the connection's thread."""
 
     def cursor(self) -> OneHopCursor:  # type: ignore[override]
         return OneHopCursor(self)
 
     async def hop(self, function: Callable[..., Any], *args: Any) -> Any:
-        """Run ``function`` on the connection's thread (aiosqlite leaves this untyped)."""
+        """Run ``function`` where this connection's statements run (here: its thread)."""
         return await self._execute(function, *args)  # type: ignore[no-untyped-call]
-
-    def begin_immediate(self) -> None:
-        """Start a write transaction with the next statement (no hop of its own)."""
-        self._begin_pending = True
-
-    def commit_after_next(self) -> None:
-        """Commit right after the next statement, in the same hop."""
-        self._commit_pending = True
-
-    def _prologue(self) -> None:
-        # Runs on the connection's thread: the flags were set before the statement
-        # was queued, and the queue orders that write before this read.
-        if self._begin_pending:
-            self._begin_pending = False
-            self._conn.execute("BEGIN IMMEDIATE")
-
-    def _epilogue(self) -> None:
-        if self._commit_pending:
-            self._commit_pending = False
-            self._conn.commit()
 
     async def run(self, sql: str, parameters: Sequence[Any]) -> list[tuple[Any, ...]]:
         """Execute ``sql`` and fetch its rows in one hop (the fast path of ``Prepared``)."""
-        rows: list[tuple[Any, ...]] = await self.hop(self._run, sql, parameters)
-        return rows
-
-    def _run(self, sql: str, parameters: Sequence[Any]) -> list[tuple[Any, ...]]:
-        self._prologue()
-        cursor = self._conn.execute(sql, parameters)
-        try:
-            rows = cursor.fetchall() if cursor.description else []
-        finally:
-            cursor.close()
-        self._epilogue()
+        rows: list[tuple[Any, ...]] = await self.hop(_fetch_all, self._conn, sql, parameters)
         return rows
 
     async def commit(self) -> None:
-        self._begin_pending = False
         if self._conn.in_transaction:
             await self.hop(self._conn.commit)
 
     async def rollback(self) -> None:
-        self._begin_pending = self._commit_pending = False
         if self._conn.in_transaction:
             await self.hop(self._conn.rollback)
+
+
+def _fetch_all(conn: sqlite3.Connection, sql: str, parameters: Sequence[Any]) -> list[Any]:
+    cursor = conn.execute(sql, parameters)
+    try:
+        return cursor.fetchall() if cursor.description else []
+    finally:
+        cursor.close()
 
 
 class OneHopCursor:
@@ -120,7 +127,6 @@ class OneHopCursor:
         return None
 
     def _run(self, sql: str, parameters: Iterable[Any]) -> None:
-        self._connection._prologue()
         cursor = self._connection._conn.execute(sql, tuple(parameters))
         try:
             self.description = cursor.description
@@ -129,10 +135,8 @@ class OneHopCursor:
             self.lastrowid = cursor.lastrowid
         finally:
             cursor.close()
-        self._connection._epilogue()
 
     def _run_many(self, sql: str, seq: Iterable[Iterable[Any]]) -> None:
-        self._connection._prologue()
         cursor = self._connection._conn.executemany(sql, [tuple(p) for p in seq])
         try:
             self.description = None
@@ -140,7 +144,6 @@ class OneHopCursor:
             self.rowcount = cursor.rowcount
         finally:
             cursor.close()
-        self._connection._epilogue()
 
     async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> OneHopCursor:
         await self._connection.hop(self._run, sql, parameters or ())
@@ -164,6 +167,100 @@ class OneHopCursor:
 
     async def close(self) -> None:
         self._rows = []
+
+
+class InlineConnection(OneHopConnection):
+    """The write connection: statements run on the event loop, COMMIT on the connection's thread.
+
+    A statement inside a write transaction that already holds SQLite's write lock
+    takes microseconds and never waits (WAL: readers do not block the writer), so a
+    hop to a thread costs more than the statement, and each hop waits for the busy
+    event loop to come round again while the write lock is held. Only what can take
+    long goes to the thread: the COMMIT (its fsync with ``synchronous=FULL``, and
+    the checkpoint that may follow it).
+
+    The connection never waits inline: its ``busy_timeout`` is 0, and
+    :meth:`begin_immediate` tries a lock another process holds again every few
+    milliseconds, awaiting in between. Whoever uses it must hold the writer's turn
+    (:class:`~retrysafe.database.sqlite_writer.SqliteWriter`): the loop and the
+    thread never touch the connection at the same time.
+    """
+
+    async def hop(self, function: Callable[..., Any], *args: Any) -> Any:
+        return function(*args)
+
+    @property
+    def raw(self) -> sqlite3.Connection:
+        """The sqlite3 connection, for statements run inline by the writer's turn holder."""
+        return self._conn
+
+    async def on_thread(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run ``function`` on the connection's thread: for what may block (fsync, locks).
+
+        A caller cancelled meanwhile still waits for ``function`` to end before the
+        cancellation goes on: until then the thread uses the connection, and whoever
+        gets the writer next must not.
+        """
+        running = asyncio.ensure_future(self._execute(function, *args))  # type: ignore[no-untyped-call]
+        try:
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            with contextlib.suppress(BaseException):
+                await running
+            raise
+
+    _contended_at = -1.0
+
+    async def begin_immediate(self) -> None:
+        """``BEGIN IMMEDIATE``, waiting (without blocking the loop) while another process writes.
+
+        SQLite's own busy handler sleeps in growing steps, up to 100 ms, and a process
+        that just committed takes the lock again at once: under two writing processes
+        one of them waited seconds. Here the lock is tried again every few
+        milliseconds, and a writer that met another one recently pauses a moment
+        before taking the lock again, which gives the other its turn. Raises
+        ``sqlite3.OperationalError`` ("database is locked") when the lock is not
+        granted within :data:`BUSY_TIMEOUT_MS`.
+        """
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._contended_at < CONTENTION_MEMORY:
+            await asyncio.sleep(POLITE_PAUSE)
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc):
+                raise
+        deadline = loop.time() + BUSY_TIMEOUT_MS / 1000
+        pause = BUSY_POLL_FIRST
+        while True:
+            self._contended_at = loop.time()
+            await asyncio.sleep(pause)
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc) or loop.time() >= deadline:
+                    raise
+            pause = min(pause * 2, BUSY_POLL_MAX)
+
+    async def commit(self) -> None:
+        if self._conn.in_transaction:
+            await self.on_thread(self._conn.commit)
+
+    async def rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.rollback()  # discards pages in memory: nothing to wait for
+
+
+def is_busy(exc: BaseException) -> bool:
+    """SQLite could not get a lock in time ("database is locked" or "database is busy").
+
+    The statement did not run, so its request is a 503 that is safe to retry.
+    """
+    return isinstance(exc, sqlite3.OperationalError) and str(exc).startswith(
+        ("database is locked", "database is busy")
+    )
 
 
 class Busy(enum.Enum):

@@ -17,6 +17,29 @@ class LeaseLost(Exception):
     """
 
 
+class Superseded(Exception):
+    """Another request settled this key before ours could claim it: answer as ``decision`` says.
+
+    Raised by a store whose claim waits until the handler's first database access
+    or its answer (:meth:`~retrysafe.idempotency.store.DeferringIdempotencyStore.deferred_attempt`):
+    the request ran without holding the key, and nothing it wrote was kept. The
+    layer answers the replay, the mismatch or the 409 instead of its own response.
+    """
+
+    def __init__(self, decision: Replay | Mismatch | InFlight) -> None:
+        super().__init__(f"the idempotency key was settled by another request: {decision}")
+        self.decision = decision
+
+
+class RunAgain(Exception):
+    """A write that waited for the commit failed there (a unique key taken meanwhile).
+
+    Nothing of the request was kept, and the key is not claimed. The layer runs the
+    request once more under the same attempt, which now claims first and writes at
+    once, so the handler meets the failure itself and answers it (a 409, say).
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class Resumption:
     """What earlier holders of a record committed before they stopped.

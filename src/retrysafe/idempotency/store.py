@@ -8,7 +8,7 @@ nothing was recorded, so the pipeline answers 503.
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from retrysafe.idempotency.decisions import Decision
 from retrysafe.idempotency.records import RecordKey
@@ -32,4 +32,28 @@ class IdempotencyStore(Protocol):
 
     async def purge_expired(self, now: float) -> int:
         """Delete records past their expiry; return how many went."""
+        ...
+
+
+@runtime_checkable
+class DeferringIdempotencyStore(IdempotencyStore, Protocol):
+    """A store that can also defer the claim until the request's writes commit."""
+
+    def deferred_attempt(
+        self, key: RecordKey, fingerprint: str, *, now: float, ttl: float
+    ) -> AbstractAsyncContextManager[Decision]:
+        """Like :meth:`attempt`, but on a new key nothing is written until it must be.
+
+        The handler runs without the key claimed; its inserts wait for the response
+        and then commit together with the record, in one unit. The claim is made
+        earlier only when the handler needs the transaction (a write that must run
+        now, a read of its own writes, a checkpoint). Within one process the key is
+        still never run twice at once; across processes two requests with one key
+        may both run, but only one commits and the other is answered from its
+        record: the attempt's methods (and the handler's first transaction access)
+        raise :class:`~retrysafe.idempotency.decisions.Superseded` then, and
+        :class:`~retrysafe.idempotency.decisions.RunAgain` when a waiting write
+        failed at the commit. Use it only for requests whose every effect goes
+        through the database.
+        """
         ...

@@ -1,21 +1,23 @@
 """The API-log sink of the service: records buffered in memory, inserted in batches.
 
-A transaction per request would double the writes of a create (and on SQLite
-take the one write lock twice), so the request path only appends to a bounded
-buffer; a background task inserts what accumulated every ``interval`` seconds,
-in one transaction per ``batch_size`` entries. When the buffer is full (the
-database is down or slower than the traffic) new entries are dropped and
-counted in ``retrysafe_api_log_entries_dropped_total``: losing log entries is
-better than slowing or failing the requests they describe.
+A transaction per request would double the writes of a create, so the request
+path only appends to a bounded buffer; a background task inserts what
+accumulated every ``interval`` seconds, in one transaction per ``batch_size``
+entries (on SQLite one unit of the writer's group commit, beside the requests').
+When the buffer is full (the database is down or slower than the traffic) new
+entries are dropped and counted in ``retrysafe_api_log_entries_dropped_total``:
+losing log entries is better than slowing or failing the requests they describe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections import deque
 from datetime import UTC, datetime
 
+import asyncpg
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -30,10 +32,17 @@ __all__ = ["ApiLogWriter", "rfc3339"]
 
 logger = structlog.get_logger("retrysafe.api_log")
 
+_WRITE_FAILURES = (
+    DatabaseUnavailable,
+    SQLAlchemyError,
+    sqlite3.Error,
+    asyncpg.PostgresError,
+    OSError,
+)
+"""What a batch insert may raise, per driver; each is retried next round, never fatal."""
+
 MAX_PATH = 2048
 """Characters of a path or query string an entry keeps."""
-
-_INSERT = api_logs.insert()
 
 
 def rfc3339(epoch: float) -> str:
@@ -60,6 +69,7 @@ class ApiLogWriter:
         body_limit: int = 8192,
     ) -> None:
         self._db = db
+        self._insert = db.prepare_insert(api_logs)
         self._metrics = metrics
         self._interval = interval
         self._capacity = capacity
@@ -121,9 +131,8 @@ class ApiLogWriter:
             ]
             rows = [self._row(log_id, record) for log_id, record in batch]
             try:
-                async with self._db.write() as conn:
-                    await conn.execute(_INSERT, rows)
-            except (DatabaseUnavailable, SQLAlchemyError, OSError) as exc:
+                await self._db.insert_many(self._insert, rows)
+            except _WRITE_FAILURES as exc:
                 self._requeue(batch)
                 self._metrics.dependency_error("database")
                 if not self._failing:  # one warning per outage, not one per round

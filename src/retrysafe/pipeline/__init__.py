@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from retrysafe.asgi import ASGIApp
+from retrysafe.asgi import ASGIApp, Scope
 from retrysafe.idempotency.store import IdempotencyStore
 from retrysafe.observability.metrics import Metrics
 from retrysafe.observability.records import ApiLogSink
@@ -91,6 +91,7 @@ def build_pipeline(
     public_paths: frozenset[str] = DEFAULT_PUBLIC_PATHS,
     route_table: RouteTable | None = None,
     auth_failure_limiter: RateLimiter | None = None,
+    deferrable: Callable[[Scope], bool] | None = None,
 ) -> ASGIApp:
     """Wrap ``app`` in the SPEC §2 order; this function *is* the architecture diagram.
 
@@ -109,6 +110,8 @@ def build_pipeline(
     scope (403) is answered above idempotency too, so never recorded or replayed.
     Given ``auth_failure_limiter``, failed authentications are counted per client
     address and an address past it gets 429 before its key is looked up.
+    Requests ``deferrable`` accepts have their idempotency claim deferred to their
+    commit (see :class:`~retrysafe.pipeline.idempotency.IdempotencyLayer`).
     """
     if (authenticator is None) == (tenant is None):
         raise ValueError(
@@ -123,6 +126,7 @@ def build_pipeline(
         store=idempotency_store,
         ttl=config.idempotency_ttl,
         clock=clock,
+        deferrable=deferrable,
         max_recorded_response=config.max_recorded_response,
     )  # 6. replay, 409 in flight, 422 mismatch
     if route_table is not None:

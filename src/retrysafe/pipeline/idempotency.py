@@ -17,18 +17,22 @@ from retrysafe.idempotency.decisions import (
     LeaseLost,
     Mismatch,
     Replay,
+    RunAgain,
+    Superseded,
 )
 from retrysafe.idempotency.fingerprint import ParamsDigest, params_digest_for, request_fingerprint
 from retrysafe.idempotency.keys import InvalidIdempotencyKey, parse_idempotency_key
 from retrysafe.idempotency.records import RecordKey, StoredResponse
 from retrysafe.idempotency.recovery import RECOVERY_STATE_KEY, RecoveryPoints
-from retrysafe.idempotency.store import IdempotencyStore
+from retrysafe.idempotency.store import DeferringIdempotencyStore, IdempotencyStore
 from retrysafe.pipeline.body_spool import BodySpool
 from retrysafe.pipeline.principal import principal_of, request_id_of
 from retrysafe.unavailable import StoreUnavailable
 
 IDEMPOTENT_METHODS = frozenset({"POST", "PATCH"})
 OUTCOME_STATE_KEY = "retrysafe.idempotency_outcome"
+MAX_RUNS = 2
+"""A request runs once, and once more when a write that waited for the commit failed there."""
 
 DEFAULT_MAX_RECORDED_RESPONSE = 10 * 1024 * 1024
 """Largest response body, in bytes, a keyed request's record holds (and this layer buffers)."""
@@ -94,6 +98,12 @@ class IdempotencyLayer:
 
     It sits below authentication on purpose: the organization scopes the key,
     and the 401s and 429s answered above it are never recorded.
+
+    Requests ``deferrable`` accepts, when the store can defer its claim
+    (:class:`~retrysafe.idempotency.store.DeferringIdempotencyStore`), run with the
+    claim deferred to their commit: only for endpoints whose every effect goes
+    through the database, since across processes two of them with one key may
+    both run before one of them wins (the other is answered from its record).
     """
 
     def __init__(
@@ -103,12 +113,19 @@ class IdempotencyLayer:
         store: IdempotencyStore,
         ttl: float,
         clock: Callable[[], float] | None = None,
+        deferrable: Callable[[Scope], bool] | None = None,
         max_recorded_response: int = DEFAULT_MAX_RECORDED_RESPONSE,
     ) -> None:
         self.app = app
         self.store = store
         self.ttl = ttl
         self.clock = clock or time.time
+        self._deferring = (
+            store
+            if deferrable is not None and isinstance(store, DeferringIdempotencyStore)
+            else None
+        )
+        self._deferrable = deferrable
         self.max_recorded_response = max_recorded_response
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -132,28 +149,39 @@ class IdempotencyLayer:
             fingerprint = request_fingerprint(
                 scope["method"], scope["path"], scope["query_string"], digest
             )
-            await self._handle(scope, spool.receiver(receive), send, key, fingerprint)
+            await self._handle(scope, lambda: spool.receiver(receive), send, key, fingerprint)
         finally:
             spool.close()
 
     async def _handle(
-        self, scope: Scope, receive: Receive, send: Send, key: RecordKey, fingerprint: str
+        self,
+        scope: Scope,
+        receivers: Callable[[], Receive],
+        send: Send,
+        key: RecordKey,
+        fingerprint: str,
     ) -> None:
         outcomes = state(scope)
-        async with self.store.attempt(key, fingerprint, now=self.clock(), ttl=self.ttl) as decision:
+        opener = self.store.attempt
+        if self._deferring is not None and self._deferrable is not None and self._deferrable(scope):
+            opener = self._deferring.deferred_attempt
+        answer: _Captured | Replay | Mismatch | InFlight | None = None
+        async with opener(key, fingerprint, now=self.clock(), ttl=self.ttl) as decision:
             if isinstance(decision, Execute):
-                response = await self._execute(decision.attempt, scope, receive)
+                answer = await self._execute(decision.attempt, scope, receivers)
         # Everything below is sent only now, after the store's context has closed:
         # an executed response has committed with its record by this point.
         if isinstance(decision, Execute):
-            if response is None:
+            if answer is None:
                 outcomes[OUTCOME_STATE_KEY] = "not_recorded"
                 raise _in_progress(1)
-            outcomes[OUTCOME_STATE_KEY] = (
-                "not_recorded" if response.start and response.start["status"] == 503 else "executed"
-            )
-            await response.forward(send)
-        elif isinstance(decision, Replay):
+            if isinstance(answer, _Captured):
+                status = answer.start["status"] if answer.start else 0
+                outcomes[OUTCOME_STATE_KEY] = "not_recorded" if status == 503 else "executed"
+                await answer.forward(send)
+                return
+            decision = answer  # another request's record settled the key meanwhile
+        if isinstance(decision, Replay):
             outcomes[OUTCOME_STATE_KEY] = "replayed"
             await _send_replay(send, decision.response)
         elif isinstance(decision, Mismatch):
@@ -169,12 +197,27 @@ class IdempotencyLayer:
             outcomes[OUTCOME_STATE_KEY] = "in_flight"
             raise _in_progress(decision.retry_after)
 
-    async def _execute(self, attempt: Attempt, scope: Scope, receive: Receive) -> _Captured | None:
-        """Run the app under ``attempt``; ``None`` when a retry took the record over.
+    async def _execute(
+        self, attempt: Attempt, scope: Scope, receivers: Callable[[], Receive]
+    ) -> _Captured | Replay | Mismatch | InFlight | None:
+        """Run the app under ``attempt``: its recorded answer, or what to answer instead.
 
-        A request that lost its lease must not answer from its own work: the record
-        belongs to the request that took it over, whose answer is the one to replay.
+        ``None`` when a retry took the record over: a request that lost its lease must
+        not answer from its own work, the record belongs to the request that took it
+        over, whose answer is the one to replay. A replay, mismatch or in-flight
+        answer when another request settled a deferred claim first. A request whose
+        deferred write failed at the commit runs a second time, claiming first.
         """
+        for _ in range(MAX_RUNS - 1):
+            try:
+                return await self._run_once(attempt, scope, receivers())
+            except RunAgain:
+                continue
+        return await self._run_once(attempt, scope, receivers())
+
+    async def _run_once(
+        self, attempt: Attempt, scope: Scope, receive: Receive
+    ) -> _Captured | Replay | Mismatch | InFlight | None:
         state(scope)[RECOVERY_STATE_KEY] = RecoveryPoints(attempt, clock=self.clock)
         captured = capture = _Captured(limit=self.max_recorded_response)
         try:
@@ -184,6 +227,10 @@ class IdempotencyLayer:
             raise
         except LeaseLost:
             return None
+        except Superseded as superseded:
+            return superseded.decision
+        except RunAgain:
+            raise  # nothing was kept: run the request again, claiming first
         except ApiError as exc:
             captured = await _render(naming_request(exc, request_id_of(scope)))
         except Exception:
@@ -216,6 +263,8 @@ class IdempotencyLayer:
             await attempt.complete(response)
         except LeaseLost:
             return None
+        except Superseded as superseded:
+            return superseded.decision
         return captured
 
 

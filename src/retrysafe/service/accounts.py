@@ -24,7 +24,6 @@ from retrysafe.service.bodies import BodyReader
 from retrysafe.service.pagination import any_value, page_request
 from retrysafe.service.scopes import require_scope
 from retrysafe.service.serialization import Resource, created, page, resource, single, timestamp
-from retrysafe.service.statements import insert_unless_conflict
 from retrysafe.service.validation import validate
 
 _ATTRIBUTES = ACCOUNT.names
@@ -71,10 +70,8 @@ async def _apply_update(
 def accounts_router(db: Database, reader: BodyReader) -> APIRouter:
     """The account endpoints over ``db``; statements are built once, here."""
     router = APIRouter(prefix="/accounts", tags=["accounts"])
-    insert = db.prepare(
-        insert_unless_conflict(
-            db, accounts, (accounts.c.organization_id, accounts.c.reference_id), accounts.c.id
-        )
+    insert = db.prepare_insert(
+        accounts, unless=(accounts.c.organization_id, accounts.c.reference_id)
     )
     path_id = openapi.path_parameter("account_id", "An account id (act_…).")
 
@@ -105,10 +102,11 @@ def accounts_router(db: Database, reader: BodyReader) -> APIRouter:
             "created_at": now,
             "updated_at": now,
         }
-        async with db.write() as conn:
-            inserted = await insert.first(conn, row)
-        if inserted is None:
-            raise duplicate(values.get("reference_id"))
+        reference_id = values.get("reference_id")
+        # The insert may wait for the commit (with the idempotency record, or at the
+        # end of the block): a taken reference_id is then raised where it is known.
+        async with db.writes() as writes:
+            await writes.insert(insert, row, conflict=lambda: duplicate(reference_id))
         return created(account_resource(row), "accounts")
 
     @router.get(

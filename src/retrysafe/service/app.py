@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError, version
@@ -15,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from retrysafe.asgi import ASGIApp
+from retrysafe.asgi import ASGIApp, Scope
 from retrysafe.database import Database, DatabaseUnavailable
 from retrysafe.envelope import ApiError
 from retrysafe.idempotency.recovery import lease_seconds
@@ -51,6 +52,7 @@ logger = structlog.get_logger("retrysafe.service")
 
 HEALTH_TIMEOUT = 5.0
 _HEALTHY = b'{"status":"ok"}'
+_ACCOUNTS_PATH = f"{API_PREFIX}/accounts"
 
 
 def _version() -> str:
@@ -70,7 +72,11 @@ def create_app(settings: Settings, *, provider: ProviderClient | None = None) ->
     Any other store records them apart from those writes (the README's "What the
     memory and Redis stores guarantee").
     """
-    db = Database(settings.database_url, pool_size=settings.db_pool_size)
+    db = Database(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        sqlite_synchronous=settings.sqlite_synchronous,
+    )
     # Checkpointed records are held past the request deadline: see lease_seconds.
     lease = lease_seconds(settings.request_timeout)
     store: IdempotencyStore = (
@@ -115,6 +121,7 @@ def create_app(settings: Settings, *, provider: ProviderClient | None = None) ->
         api_log_paths=is_logged_path,
         public_paths=DEFAULT_PUBLIC_PATHS | DASHBOARD_PATHS | DOCS_PATHS,
         route_table=RouteScopes(api.routes),
+        deferrable=writes_only_through_the_database,
     )
 
 
@@ -130,6 +137,23 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         max_query_bytes=settings.max_query_bytes,
         api_log_body_limit=settings.api_log_body_limit if settings.api_log_bodies else 0,
     )
+
+
+_UPLOAD_PATH = re.compile(rf"{re.escape(API_PREFIX)}/inquiries/[^/]+/documents")
+
+
+def writes_only_through_the_database(scope: Scope) -> bool:
+    """The endpoints whose idempotency claim may wait for their commit.
+
+    Their every effect is a database write (the upload's file is written under a
+    fresh name, and removed when the request does not win its key), so two
+    processes running one key at once cost nothing but the loser's work: one
+    commits, the other replays it. Verifications call the provider: not these.
+    """
+    if scope["method"] != "POST":
+        return False
+    path: str = scope["path"]
+    return path == _ACCOUNTS_PATH or _UPLOAD_PATH.fullmatch(path) is not None
 
 
 def create_api(

@@ -41,8 +41,9 @@ class DatabaseAuthenticator:
         if parts is None:
             return None
         key_id, secret = parts
-        async with self._db.read() as conn:
-            row = await self._active_key.first(conn, {"key_id": key_id})
+        # Inline on SQLite, one statement straight on asyncpg on PostgreSQL: every
+        # request pays this lookup, and no cache may hide a revocation.
+        row = await self._db.first_committed(self._active_key, {"key_id": key_id})
         if row is None:
             return None
         organization_id, secret_hash, scopes = row

@@ -153,7 +153,9 @@ def documents_router(db: Database, directory: Path) -> APIRouter:
             raise unsupported_media_type(media, "multipart/form-data with a part named file")
         organization_id = principal.organization_id
         # Refuse before receiving what may be megabytes for an inquiry that is not there.
-        async with db.read() as conn:
+        # Read outside the request's transaction (inquiries are never deleted), so the
+        # upload that follows holds no transaction, on SQLite not the writer.
+        async with db.read_committed() as conn:
             exists = await conn.scalar(
                 _INQUIRY_EXISTS, {"inquiry": inquiry_id, "org": organization_id}
             )
