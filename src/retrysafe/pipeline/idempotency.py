@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from retrysafe.asgi import ASGIApp, Message, Receive, Scope, Send, header, state
-from retrysafe.envelope import ApiError, internal_error, naming_request, send_error
+from retrysafe.envelope import ApiError, error_for, naming_request, send_error
 from retrysafe.idempotency.decisions import (
     Attempt,
     Execute,
@@ -232,8 +232,8 @@ class IdempotencyLayer:
         except RunAgain:
             raise  # nothing was kept: run the request again, claiming first
         except ApiError as exc:
-            captured = await _render(naming_request(exc, request_id_of(scope)))
-        except Exception:
+            captured = await _render(error_for(exc, request_id_of(scope)))
+        except Exception as exc:
             # ResponseTooLarge, as the framework passed it on (maybe wrapped), is logged below.
             if not capture.overflowed:
                 logger.exception(
@@ -242,7 +242,7 @@ class IdempotencyLayer:
             # Starlette may already have rendered a 500 (plain text, or the app's own
             # handler) before re-raising; the envelope's 500 replaces it either way,
             # and is recorded like any other answer of the handler.
-            captured = await _render(internal_error(request_id_of(scope)))
+            captured = await _render(error_for(exc, request_id_of(scope)))
         if capture.overflowed:
             logger.error(
                 "response_too_large_to_record",
