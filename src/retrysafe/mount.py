@@ -16,6 +16,7 @@ import contextlib
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeAlias, cast
 
 import structlog
@@ -144,6 +145,28 @@ class RetrySafe:
             await self._lifespan(scope, receive, send)
             return
         await self.pipeline(scope, receive, send)
+
+    def transaction(self) -> AbstractAsyncContextManager[Any]:
+        """The handler's writes, in the idempotency record's own transaction (SQL stores).
+
+        ``async with app.transaction() as conn:`` yields a SQLAlchemy
+        ``AsyncConnection``. Inside a request the idempotency layer runs (a keyed
+        POST/PATCH), it is that attempt's transaction: the writes commit together
+        with the recorded response, which is sent only after that commit, and they
+        roll back with it when the answer is an error or the process dies. Outside
+        one, it is a transaction of its own, committed when the block ends. On
+        PostgreSQL ``(await conn.get_raw_connection()).driver_connection`` is the
+        asyncpg connection. A store that cannot share a transaction (memory,
+        Redis) raises TypeError: its guarantee is the README's weaker one.
+        """
+        store = self.store.store if isinstance(self.store, UrlStore) else self.store
+        database = getattr(store, "database", None)
+        if database is None:
+            raise TypeError(
+                f"The idempotency store {self.store!r} cannot share a transaction with the"
+                " app's writes; only the SQL stores (sqlite:///…, postgresql://…) can."
+            )
+        return cast(AbstractAsyncContextManager[Any], database.write())
 
     async def startup(self) -> None:
         """Open the store and check it answers; what lifespan start-up does."""
