@@ -5,13 +5,11 @@
 
 What a team adding retrysafe to an existing FastAPI app measures: the anchor's
 handler unchanged (``anchor_sqlite.app``, imported from the shared anchors, not
-copied), wrapped in the pipeline with an idempotency store of its own. The
-tenant is the presented key (one key, one tenant: ``BENCH_KEY``), the rate
-limiter gets a limit it never reaches, since there is no way yet to leave it
-out, and structlog is set up as ``retrysafe serve --log-level warning`` does.
-
-This is the one module to switch when the public entry point (issue 13,
-``retrysafe.asgi``) lands: :func:`mounted` composes with what exists today.
+copied), wrapped by the public entry point, ``retrysafe.asgi.RetrySafe``, with an
+idempotency store of its own. The tenant is RetrySafe's default, the hash of the
+presented credential (one key, one tenant: ``BENCH_KEY``); there is no rate
+limiter, RetrySafe's default; and structlog is set up as ``retrysafe serve
+--log-level warning`` does.
 """
 
 from __future__ import annotations
@@ -20,16 +18,11 @@ import os
 
 from anchor_sqlite import app as anchor  # type: ignore[import-not-found]
 
-from retrysafe.asgi import ASGIApp
+from retrysafe.asgi import ASGIApp, RetrySafe
 from retrysafe.idempotency.store import IdempotencyStore
 from retrysafe.log_config import configure_structlog
-from retrysafe.pipeline import build_pipeline
-from retrysafe.pipeline.principal import Principal
-from retrysafe.pipeline.rate_limit import RateLimiter
-from retrysafe.settings import Settings
 
 STORES = ("memory", "sqlite", "redis")
-PRINCIPAL = Principal("org_bench", "key_bench", frozenset())
 
 
 def store(kind: str, url: str) -> IdempotencyStore:
@@ -54,19 +47,9 @@ def store(kind: str, url: str) -> IdempotencyStore:
     raise ValueError(f"LIB_STORE must be one of {', '.join(STORES)}, not {kind!r}")
 
 
-def mounted(handler: ASGIApp, idempotency_store: IdempotencyStore, api_key: str) -> ASGIApp:
-    """``handler`` inside the pipeline, authenticated by the one ``api_key``."""
-
-    async def authenticate(secret: str) -> Principal | None:
-        return PRINCIPAL if secret == api_key else None
-
-    return build_pipeline(
-        handler,
-        settings=Settings(),
-        authenticator=authenticate,
-        idempotency_store=idempotency_store,
-        rate_limiter=RateLimiter.from_settings("1000000/second"),
-    )
+def mounted(handler: ASGIApp, idempotency_store: IdempotencyStore) -> RetrySafe:
+    """``handler`` mounted as a library user mounts it, with RetrySafe's defaults."""
+    return RetrySafe(handler, store=idempotency_store)
 
 
 # As the retrysafe rows run (--log-level warning): unconfigured, structlog would print
@@ -76,5 +59,4 @@ configure_structlog(os.environ.get("LOG_LEVEL", "warning"))
 app = mounted(
     anchor,
     store(os.environ.get("LIB_STORE", "memory"), os.environ.get("LIB_STORE_URL", "")),
-    os.environ.get("BENCH_KEY", "bench-key"),
 )

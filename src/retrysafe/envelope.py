@@ -1,6 +1,7 @@
 """The one error envelope: typed API errors and the only code that turns them into bytes.
 
-Every layer and handler raises :class:`ApiError`; nobody writes error JSON by hand.
+Every layer and handler raises :class:`ApiError`; nobody writes error JSON by hand,
+and :func:`error_for` is the one place an arbitrary exception becomes one.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 
 from retrysafe.asgi import Send
+from retrysafe.unavailable import StoreUnavailable
 
 JSON_CONTENT_TYPE = b"application/json"
 
@@ -129,12 +131,37 @@ def naming_request(error: ApiError, request_id: str) -> ApiError:
 
 def database_unavailable() -> ApiError:
     """The 503 for an unreachable store: the request did not run, so retrying is safe."""
+    return store_unavailable("database")
+
+
+def store_unavailable(dependency: str) -> ApiError:
+    """The 503 for an unreachable ``dependency`` (``database``, ``redis``): nothing ran."""
+    what = "database" if dependency == "database" else f"{dependency} store"
     return ApiError(
         503,
         "service_unavailable",
-        "The database is unreachable; the request did not run. Retry it shortly.",
+        f"The {what} is unreachable; the request did not run. Retry it shortly.",
         headers={"Retry-After": "1"},
     )
+
+
+def error_for(exc: BaseException, request_id: str) -> ApiError:
+    """The envelope the client gets for ``exc``; every layer and exception handler asks here.
+
+    An :class:`ApiError` keeps its place in the table; a
+    :class:`~retrysafe.unavailable.StoreUnavailable` is the 503 of a backend that
+    could not be reached (the request did not run, so a retry is safe); anything
+    else is the 500 that names only the Request-Id, never the exception's text.
+    Every 5xx comes back naming ``request_id`` (:func:`naming_request`). Logging
+    is the caller's: this function only decides.
+    """
+    if isinstance(exc, ApiError):
+        error = exc
+    elif isinstance(exc, StoreUnavailable):
+        error = store_unavailable(exc.dependency)
+    else:
+        error = internal_error(request_id)
+    return naming_request(error, request_id)
 
 
 async def send_error(

@@ -44,6 +44,8 @@ OPTION = "retrysafe.option"
 DATABASE_SCHEMES = frozenset({"sqlite", "postgresql", "postgres"})
 REDIS_SCHEMES = frozenset({"redis", "rediss", "redis+unix"})
 PROVIDER_SCHEMES = frozenset({"http", "https"})
+STORE_SCHEMES = DATABASE_SCHEMES | frozenset({"memory", "redis", "rediss", "unix"})
+"""What ``--idempotency-store`` accepts: the schemes ``retrysafe.stores.url`` builds."""
 
 
 class ConfigError(ValueError):
@@ -166,6 +168,17 @@ def _url_with_scheme(schemes: frozenset[str]) -> Rule:
     return url_rule
 
 
+def _store_url(url: str | None, label: str) -> None:
+    if url is None:
+        return
+    scheme, separator, _ = url.partition("://")
+    if not separator or scheme.lower() not in STORE_SCHEMES:
+        raise ConfigError(
+            f"{label} must be a memory://, sqlite:///path, postgresql://… or redis://… URL,"
+            f" got {url!r}"
+        )
+
+
 def _one_rate(text: str, label: str) -> None:
     # Imported here: ``limits`` pulls in its storage backends, which only ``serve`` needs.
     import limits
@@ -215,6 +228,17 @@ class Settings:
         shown_default="none",
     )
     """Shared rate-limit storage; ``None`` keeps limits in this process only."""
+
+    idempotency_store: str | None = option(
+        None,
+        "idempotency-store",
+        "Where idempotency records live: redis://host:6379/0, postgresql://…, sqlite:///path"
+        " or memory://. Only the default keeps them in the handlers' own transaction.",
+        metavar="URL",
+        rule=_store_url,
+        shown_default="the database",
+    )
+    """A store URL for the records; ``None`` keeps them in the service database (the default)."""
 
     workers: int = option(
         1,

@@ -10,6 +10,7 @@ from retrysafe.observability.metrics import Metrics
 from retrysafe.pipeline import build_pipeline
 from retrysafe.pipeline.idempotency import IdempotencyLayer
 from retrysafe.pipeline.rate_limit import RateLimiter
+from retrysafe.service.app import pipeline_config
 from retrysafe.service.scopes import RouteScopes
 from retrysafe.settings import Settings
 from retrysafe.stores.memory import MemoryIdempotencyStore
@@ -28,7 +29,7 @@ def test_the_benchmark_stacks_the_layers_in_build_pipelines_order() -> None:
     settings = Settings()
     pipeline = build_pipeline(
         layers.canned_replay,
-        settings=settings,
+        config=pipeline_config(settings),
         authenticator=layers.principal_for,
         idempotency_store=MemoryIdempotencyStore(),
         rate_limiter=RateLimiter.from_settings("10/second"),

@@ -32,6 +32,7 @@ TABLE_END = "<!-- end of the configuration table -->"
 EXAMPLES = {
     "database_url": "postgresql://u:p@db.example:5433/other",
     "redis_url": "redis://cache.example:6380/2",
+    "idempotency_store": "redis://cache.example:6380/3",
     "rate_limit": "7 per minute",
     "auth_failure_limit": "3/hour",
     "provider_url": "http://127.0.0.1:9",

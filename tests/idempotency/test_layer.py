@@ -27,6 +27,7 @@ from retrysafe.database.schema import idempotency_records, organizations
 from retrysafe.pipeline import build_pipeline
 from retrysafe.pipeline.principal import Principal
 from retrysafe.pipeline.rate_limit import RateLimiter
+from retrysafe.service.app import pipeline_config
 from retrysafe.settings import Settings
 from retrysafe.stores.sql import SqlIdempotencyStore
 
@@ -112,7 +113,7 @@ async def make_harness(tmp_path: Path, rate: str = "1000/minute") -> AsyncIterat
 
     app = build_pipeline(
         make_app(box),
-        settings=settings,
+        config=pipeline_config(settings),
         authenticator=authenticate,
         idempotency_store=SqlIdempotencyStore(db),
         rate_limiter=RateLimiter.from_settings(rate),

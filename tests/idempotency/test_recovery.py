@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import httpx
 import pytest
@@ -21,10 +21,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from retrysafe.idempotency.recovery import lease_seconds, recovery_of
-from retrysafe.pipeline import build_pipeline
+from retrysafe.pipeline import PipelineConfig, build_pipeline
 from retrysafe.pipeline.principal import Principal
 from retrysafe.pipeline.rate_limit import RateLimiter
-from retrysafe.settings import Settings
 from retrysafe.stores.memory import MemoryIdempotencyStore
 
 LEASE = 30.0
@@ -85,7 +84,7 @@ async def harness() -> AsyncIterator[Harness]:
 
     app = build_pipeline(
         make_app(box),
-        settings=replace(Settings(), rate_limit="1000/second"),
+        config=PipelineConfig(),
         authenticator=authenticate,
         idempotency_store=MemoryIdempotencyStore(lease_seconds=LEASE),
         rate_limiter=RateLimiter.from_settings("1000/second"),

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from retrysafe.asgi import ASGIApp, Receive, Scope, Send
-from retrysafe.pipeline import build_pipeline
+from retrysafe.pipeline import PipelineConfig, build_pipeline
 from retrysafe.pipeline.authentication import AuthenticationLayer
 from retrysafe.pipeline.body_limits import BodyLimitLayer
 from retrysafe.pipeline.deadline import DeadlineLayer
@@ -18,7 +18,6 @@ from retrysafe.pipeline.principal import Principal
 from retrysafe.pipeline.rate_limit import RateLimiter, RateLimitLayer
 from retrysafe.pipeline.request_limits import RequestLimitLayer
 from retrysafe.pipeline.shedding import LoadSheddingLayer
-from retrysafe.settings import Settings
 from retrysafe.stores.memory import MemoryIdempotencyStore
 
 from .asgi_apps import HeldApp, client, read_body, send_json
@@ -58,7 +57,7 @@ class Keys:
 def pipeline(routes: Routes, keys: Keys, *, rate: str = "3/minute", **settings: float) -> ASGIApp:
     return build_pipeline(
         routes,
-        settings=Settings(**settings),  # type: ignore[arg-type]
+        config=PipelineConfig(**settings),  # type: ignore[arg-type]
         authenticator=keys,
         idempotency_store=MemoryIdempotencyStore(),
         rate_limiter=RateLimiter.from_settings(rate),

@@ -20,6 +20,7 @@ from retrysafe.observability import Metrics, RequestRecord
 from retrysafe.pipeline import build_pipeline
 from retrysafe.pipeline.principal import Principal
 from retrysafe.pipeline.rate_limit import RateLimiter
+from retrysafe.service.app import pipeline_config
 from retrysafe.settings import Settings
 from retrysafe.stores.memory import MemoryIdempotencyStore
 
@@ -91,7 +92,7 @@ def observed(
     sink = sink if sink is not None else Sink()
     pipeline = build_pipeline(
         app,
-        settings=Settings(**settings),  # type: ignore[arg-type]
+        config=pipeline_config(Settings(**settings)),  # type: ignore[arg-type]
         authenticator=Keys(),
         idempotency_store=MemoryIdempotencyStore(),
         rate_limiter=RateLimiter.from_settings(rate),

@@ -12,9 +12,9 @@ from tests.support import postgres, redis_service
 from retrysafe.database import Database
 from retrysafe.database.migrate import upgrade
 from retrysafe.idempotency.store import IdempotencyStore
-from retrysafe.stores.memory import MemoryIdempotencyStore
 from retrysafe.stores.redis import RedisIdempotencyStore
-from retrysafe.stores.sql import SqlIdempotencyStore
+from retrysafe.stores.sql import DEFAULT_LEASE_SECONDS
+from retrysafe.stores.url import store_from_url
 
 SQL_BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
@@ -68,14 +68,39 @@ STORE_BACKENDS = [
 ]
 
 
+@asynccontextmanager
+async def store_url(backend: str, tmp_path: Path) -> AsyncIterator[tuple[str, str | None]]:
+    """A URL for a new, empty store of ``backend`` (and its Redis key prefix), removed after."""
+    if backend == "memory":
+        yield "memory://", None
+    elif backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}", None
+    elif backend == "postgresql":
+        if not await postgres.reachable():
+            pytest.skip(postgres.SKIP_REASON)
+        name = await postgres.create_database()
+        try:
+            yield postgres.url_of(name), None
+        finally:
+            await postgres.drop_database(name)
+    else:
+        if not await redis_service.reachable():
+            pytest.skip(redis_service.SKIP_REASON)
+        prefix = redis_service.fresh_prefix("idem")
+        try:
+            yield redis_service.URL, prefix
+        finally:
+            await redis_service.delete_prefixed(prefix)
+
+
 @pytest.fixture(params=STORE_BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[IdempotencyStore]:
-    if request.param == "memory":
-        yield MemoryIdempotencyStore(lease_seconds=30)
-        return
-    if request.param == "redis":
-        async with redis_store() as store:
-            yield store
-        return
-    async with migrated_database(request.param, tmp_path) as db:
-        yield SqlIdempotencyStore(db)
+    """Every backend, built from a URL as the library and the server build it."""
+    async with store_url(request.param, tmp_path) as (url, prefix):
+        lease = DEFAULT_LEASE_SECONDS if request.param in ("sqlite", "postgresql") else 30
+        opened = store_from_url(url, lease_seconds=lease, redis_prefix=prefix)
+        await opened.start()
+        try:
+            yield opened.store
+        finally:
+            await opened.aclose()

@@ -23,10 +23,9 @@ from tests.support.throwaway import ThrowawayRedis, free_port, skip_without_redi
 from retrysafe.asgi import Receive, Scope, Send
 from retrysafe.idempotency.decisions import Execute, InFlight, LeaseLost, Replay
 from retrysafe.idempotency.records import RecordKey, StoredResponse
-from retrysafe.pipeline import build_pipeline
+from retrysafe.pipeline import PipelineConfig, build_pipeline
 from retrysafe.pipeline.principal import Principal
 from retrysafe.pipeline.rate_limit import RateLimiter
-from retrysafe.settings import Settings
 from retrysafe.stores.redis import RedisIdempotencyStore
 from retrysafe.unavailable import StoreUnavailable
 
@@ -308,7 +307,7 @@ async def test_a_pipeline_without_a_database_runs_a_key_once_across_two_processe
     apps = [
         build_pipeline(
             create,
-            settings=Settings(rate_limit="1000/second"),
+            config=PipelineConfig(),
             authenticator=authenticate,
             idempotency_store=each,
             rate_limiter=RateLimiter.from_settings("1000/second"),

@@ -57,6 +57,7 @@ def run_server(settings: Settings) -> None:
         check_document_dir(settings.document_dir)
         # Migrate once here rather than in every worker, so N processes never race Alembic.
         run_with_database(settings.database_url, nothing, announce=False)
+        check_idempotency_store(settings.idempotency_store)
     except BaseException:
         sock.close()
         raise
@@ -131,6 +132,32 @@ def listening_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return sock
+
+
+def check_idempotency_store(url: str | None) -> None:
+    """Open ``--idempotency-store`` once and close it again, before serving.
+
+    An unreachable store is then one ``retrysafe: error:`` line naming it (password
+    masked), not a traceback in the log of a server that never started.
+    """
+    if url is None:
+        return
+    import asyncio
+
+    from retrysafe.stores.url import store_from_url
+    from retrysafe.unavailable import StoreUnavailable
+
+    async def open_and_close() -> None:
+        store = store_from_url(url)
+        try:
+            await store.start()
+        finally:
+            await store.aclose()
+
+    try:
+        asyncio.run(open_and_close())
+    except (StoreUnavailable, ValueError) as exc:
+        raise CliError(str(exc)) from None
 
 
 def check_document_dir(directory: Path) -> None:

@@ -7,13 +7,7 @@ from collections.abc import Sequence
 import structlog
 
 from retrysafe.asgi import ASGIApp, Message, Receive, Scope, Send, state
-from retrysafe.envelope import (
-    ApiError,
-    database_unavailable,
-    internal_error,
-    naming_request,
-    send_error,
-)
+from retrysafe.envelope import ApiError, error_for, send_error
 from retrysafe.pipeline.principal import REQUEST_ID_STATE_KEY
 from retrysafe.unavailable import StoreUnavailable
 from retrysafe.unique import random_hex
@@ -79,29 +73,31 @@ class ErrorEnvelopeLayer:
                     exc_info=exc,
                 )
                 return
-            error = naming_request(_error_for(exc, request_id, scope), request_id)
+            _log(exc, request_id, scope)
+            error = error_for(exc, request_id)
             extra: Sequence[tuple[bytes, bytes]] = state(scope).get(  # type: ignore[assignment]
                 ERROR_HEADERS_STATE_KEY, ()
             )
             await send_error(send_with_request_id, error, extra)
 
 
-def _error_for(exc: Exception, request_id: str, scope: Scope) -> ApiError:
+def _log(exc: Exception, request_id: str, scope: Scope) -> None:
+    """Log what :func:`~retrysafe.envelope.error_for` is about to answer for, if it needs it."""
     if isinstance(exc, ApiError):
-        return exc
+        return
     if isinstance(exc, StoreUnavailable):
         # Expected during outages: a warning without a traceback keeps the log readable.
         _logger.warning(
-            "database unavailable",
+            "store unavailable",
+            dependency=exc.dependency,
             request_id=request_id,
             path=scope.get("path"),
             error=str(exc),
         )
-        return database_unavailable()
+        return
     _logger.error(
         "unhandled exception",
         request_id=request_id,
         path=scope.get("path"),
         exc_info=exc,
     )
-    return internal_error(request_id)

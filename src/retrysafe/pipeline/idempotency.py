@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from retrysafe.asgi import ASGIApp, Message, Receive, Scope, Send, header, state
-from retrysafe.envelope import ApiError, internal_error, naming_request, send_error
+from retrysafe.envelope import ApiError, error_for, naming_request, send_error
 from retrysafe.idempotency.decisions import (
     Attempt,
     Execute,
@@ -34,6 +34,18 @@ OUTCOME_STATE_KEY = "retrysafe.idempotency_outcome"
 MAX_RUNS = 2
 """A request runs once, and once more when a write that waited for the commit failed there."""
 
+DEFAULT_MAX_RECORDED_RESPONSE = 10 * 1024 * 1024
+"""Largest response body, in bytes, a keyed request's record holds (and this layer buffers)."""
+
+
+class ResponseTooLarge(Exception):
+    """Raised into the app from ``send`` once its response outgrew what a record holds.
+
+    It stops a streaming handler early; whatever the framework makes of it, the
+    layer then records (and answers) the 500 of :func:`_too_large` instead.
+    """
+
+
 logger = structlog.get_logger("retrysafe.idempotency")
 
 
@@ -41,15 +53,26 @@ logger = structlog.get_logger("retrysafe.idempotency")
 class _Captured:
     """A response held back until the record that contains it has committed."""
 
+    limit: int = DEFAULT_MAX_RECORDED_RESPONSE
     start: Message | None = None
     body: list[bytes] = field(default_factory=list)
     complete: bool = False
+    size: int = 0
+    overflowed: bool = False
 
     async def send(self, message: Message) -> None:
+        if self.overflowed:
+            raise ResponseTooLarge(self.limit)
         if message["type"] == "http.response.start":
             self.start = message
         elif message["type"] == "http.response.body":
-            self.body.append(message.get("body", b""))
+            chunk = message.get("body", b"")
+            self.size += len(chunk)
+            if self.size > self.limit:
+                # Drop what was held: memory stays bounded by the limit.
+                self.overflowed, self.body = True, []
+                raise ResponseTooLarge(self.limit)
+            self.body.append(chunk)
             self.complete = not message.get("more_body", False)
 
     def stored(self) -> StoredResponse:
@@ -91,6 +114,7 @@ class IdempotencyLayer:
         ttl: float,
         clock: Callable[[], float] | None = None,
         deferrable: Callable[[Scope], bool] | None = None,
+        max_recorded_response: int = DEFAULT_MAX_RECORDED_RESPONSE,
     ) -> None:
         self.app = app
         self.store = store
@@ -102,6 +126,7 @@ class IdempotencyLayer:
             else None
         )
         self._deferrable = deferrable
+        self.max_recorded_response = max_recorded_response
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in IDEMPOTENT_METHODS:
@@ -194,9 +219,9 @@ class IdempotencyLayer:
         self, attempt: Attempt, scope: Scope, receive: Receive
     ) -> _Captured | Replay | Mismatch | InFlight | None:
         state(scope)[RECOVERY_STATE_KEY] = RecoveryPoints(attempt, clock=self.clock)
-        captured = _Captured()
+        captured = capture = _Captured(limit=self.max_recorded_response)
         try:
-            await self.app(scope, receive, captured.send)
+            await self.app(scope, receive, capture.send)
         except StoreUnavailable:
             await attempt.abandon()
             raise
@@ -207,13 +232,25 @@ class IdempotencyLayer:
         except RunAgain:
             raise  # nothing was kept: run the request again, claiming first
         except ApiError as exc:
-            captured = await _render(naming_request(exc, request_id_of(scope)))
-        except Exception:
-            logger.exception("handler_failed", request_id=request_id_of(scope), path=scope["path"])
+            captured = await _render(error_for(exc, request_id_of(scope)))
+        except Exception as exc:
+            # ResponseTooLarge, as the framework passed it on (maybe wrapped), is logged below.
+            if not capture.overflowed:
+                logger.exception(
+                    "handler_failed", request_id=request_id_of(scope), path=scope["path"]
+                )
             # Starlette may already have rendered a 500 (plain text, or the app's own
             # handler) before re-raising; the envelope's 500 replaces it either way,
             # and is recorded like any other answer of the handler.
-            captured = await _render(internal_error(request_id_of(scope)))
+            captured = await _render(error_for(exc, request_id_of(scope)))
+        if capture.overflowed:
+            logger.error(
+                "response_too_large_to_record",
+                request_id=request_id_of(scope),
+                path=scope["path"],
+                limit=self.max_recorded_response,
+            )
+            captured = await _render(_too_large(self.max_recorded_response, request_id_of(scope)))
         if not captured.complete:
             await attempt.abandon()
             raise RuntimeError("the application finished without a complete response")
@@ -229,6 +266,19 @@ class IdempotencyLayer:
         except Superseded as superseded:
             return superseded.decision
         return captured
+
+
+def _too_large(limit: int, request_id: str) -> ApiError:
+    """The 500 recorded instead of a response larger than a record holds: never a stuck key."""
+    return naming_request(
+        ApiError(
+            500,
+            "internal_error",
+            f"The response to this request is larger than the {limit} bytes an idempotency"
+            " record can hold, so it was not sent; this error is what the key replays.",
+        ),
+        request_id,
+    )
 
 
 def _in_progress(retry_after: int) -> ApiError:

@@ -16,7 +16,7 @@ from limits.errors import StorageError
 from starlette.routing import BaseRoute, compile_path
 
 from retrysafe.asgi import ASGIApp, Message, Receive, Scope, Send, header
-from retrysafe.envelope import ApiError, database_unavailable, internal_error
+from retrysafe.envelope import error_for
 from retrysafe.observability.metrics import Metrics
 from retrysafe.observability.records import (
     DEPENDENCY_ERROR_STATE_KEY,
@@ -363,14 +363,8 @@ def _final_status(
         return answer.status, code
     if error is None:
         return CLIENT_CLOSED, None  # cancelled (client gone, shutdown) before any answer
-    # The envelope layer renders this exception next, with these same builders.
-    rendered = (
-        error
-        if isinstance(error, ApiError)
-        else database_unavailable()
-        if isinstance(error, StoreUnavailable)
-        else internal_error(request_id)
-    )
+    # The envelope layer renders this exception next, with this same mapping.
+    rendered = error_for(error, request_id)
     return rendered.status, rendered.errors[0].code
 
 

@@ -15,7 +15,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import structlog
 from limits import RateLimitItem, parse_many
@@ -23,15 +23,23 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.errors import ConfigurationError, StorageError
 from limits.storage import storage_from_string
-from redis.asyncio import ConnectionPool
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
 
 from retrysafe.asgi import ASGIApp, Message, Receive, Scope, Send, header, state
 from retrysafe.envelope import ApiError, send_error
 from retrysafe.pipeline.envelope_layer import ERROR_HEADERS_STATE_KEY
+
+# redis-py is the redis extra's, not the library's: the pipeline runs without it, and
+# the Redis storage (the only user of what follows) can then never be opened.
+if TYPE_CHECKING:
+    from redis.asyncio import ConnectionPool
+    from redis.commands.core import AsyncScript
+try:
+    from redis.exceptions import RedisError
+except ImportError:  # pragma: no cover - exercised by tests/library/test_packaging.py
+
+    class RedisError(Exception):  # type: ignore[no-redef]
+        """Stands in for redis-py's error, which nothing can raise without redis-py."""
+
 
 __all__ = [
     "RATE_LIMIT_STATE_KEY",
@@ -332,7 +340,7 @@ def _window_script(storage: Storage) -> AsyncScript | None:
         return None
     # limits types its client as a protocol whose register_script returns a sync Script;
     # redis.asyncio's returns the AsyncScript awaited above.
-    return cast(AsyncScript, bridge.get_connection().register_script(_INCR_WITH_TTL.encode()))
+    return cast("AsyncScript", bridge.get_connection().register_script(_INCR_WITH_TTL.encode()))
 
 
 def _redis_pool(url: str) -> ConnectionPool | None:
@@ -347,6 +355,10 @@ def _redis_pool(url: str) -> ConnectionPool | None:
     scheme, _, rest = url.partition("://")
     if scheme not in ("async+redis", "async+rediss", "async+redis+unix"):
         return None
+    from redis.asyncio import ConnectionPool
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
     client_url = f"{scheme.removeprefix('async+').replace('redis+unix', 'unix')}://{rest}"
     return ConnectionPool.from_url(
         client_url,

@@ -6,38 +6,28 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError, version
 
 import structlog
 from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match
 
 from retrysafe.asgi import ASGIApp, Scope
 from retrysafe.database import Database, DatabaseUnavailable
-from retrysafe.envelope import (
-    ApiError,
-    ErrorObject,
-    database_unavailable,
-    internal_error,
-    naming_request,
-    reason_phrase,
-)
+from retrysafe.envelope import ApiError
 from retrysafe.idempotency.recovery import lease_seconds
 from retrysafe.idempotency.store import IdempotencyStore
+from retrysafe.integrations import fastapi as fastapi_errors
 from retrysafe.observability import Metrics, note_dependency_error
 from retrysafe.observability.api_log_writer import ApiLogWriter
 from retrysafe.observability.metrics import metrics_route
 from retrysafe.observability.retention import purge_api_logs
-from retrysafe.pipeline import METRICS_PATH, build_pipeline
+from retrysafe.pipeline import METRICS_PATH, PipelineConfig, build_pipeline
 from retrysafe.pipeline.authentication import DEFAULT_PUBLIC_PATHS
-from retrysafe.pipeline.principal import request_id_of
 from retrysafe.pipeline.rate_limit import RateLimiter
 from retrysafe.provider.client import ProviderClient, provider_client
 from retrysafe.service import openapi
@@ -54,15 +44,14 @@ from retrysafe.service.serialization import API_PREFIX, JSON_MEDIA_TYPE
 from retrysafe.service.verifications import verifications_router
 from retrysafe.settings import Settings
 from retrysafe.stores.sql import SqlIdempotencyStore
+from retrysafe.stores.url import UrlStore, store_from_url
 
-__all__ = ["create_api", "create_app"]
+__all__ = ["create_api", "create_app", "pipeline_config"]
 
 logger = structlog.get_logger("retrysafe.service")
 
 HEALTH_TIMEOUT = 5.0
 _HEALTHY = b'{"status":"ok"}'
-_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
-_ECHO_LIMIT = 100  # characters of a client-chosen path quoted back in an error
 _ACCOUNTS_PATH = f"{API_PREFIX}/accounts"
 
 
@@ -77,6 +66,11 @@ def create_app(settings: Settings, *, provider: ProviderClient | None = None) ->
     """The whole server: the handlers inside the SPEC §2 pipeline, on one database.
 
     ``provider`` replaces the upstream provider client ``settings`` describe.
+    ``settings.idempotency_store`` is a store URL
+    (:func:`~retrysafe.stores.url.store_from_url`) for the records; by default they
+    live in the service's database, in the same transaction as the handlers' writes.
+    Any other store records them apart from those writes (the README's "What the
+    memory and Redis stores guarantee").
     """
     db = Database(
         settings.database_url,
@@ -84,7 +78,14 @@ def create_app(settings: Settings, *, provider: ProviderClient | None = None) ->
         sqlite_synchronous=settings.sqlite_synchronous,
     )
     # Checkpointed records are held past the request deadline: see lease_seconds.
-    store = SqlIdempotencyStore(db, lease_seconds=lease_seconds(settings.request_timeout))
+    lease = lease_seconds(settings.request_timeout)
+    store: IdempotencyStore = (
+        SqlIdempotencyStore(db, lease_seconds=lease)
+        if settings.idempotency_store is None
+        else store_from_url(
+            settings.idempotency_store, lease_seconds=lease, sql_pool_size=settings.db_pool_size
+        )
+    )
     metrics = Metrics()
     api_log = (
         ApiLogWriter(
@@ -110,7 +111,7 @@ def create_app(settings: Settings, *, provider: ProviderClient | None = None) ->
         each.on_storage_error = lambda: metrics.dependency_error("redis")
     return build_pipeline(
         api,
-        settings=settings,
+        config=pipeline_config(settings),
         authenticator=DatabaseAuthenticator(db),
         idempotency_store=store,
         rate_limiter=limiter,
@@ -121,6 +122,20 @@ def create_app(settings: Settings, *, provider: ProviderClient | None = None) ->
         public_paths=DEFAULT_PUBLIC_PATHS | DASHBOARD_PATHS | DOCS_PATHS,
         route_table=RouteScopes(api.routes),
         deferrable=writes_only_through_the_database,
+    )
+
+
+def pipeline_config(settings: Settings) -> PipelineConfig:
+    """The pipeline's limits out of the server's settings (the pipeline never sees them)."""
+    return PipelineConfig(
+        idempotency_ttl=settings.idempotency_ttl,
+        max_body=settings.max_body,
+        max_upload=settings.max_upload,
+        request_timeout=settings.request_timeout,
+        max_in_flight=settings.max_in_flight,
+        max_header_bytes=settings.max_header_bytes,
+        max_query_bytes=settings.max_query_bytes,
+        api_log_body_limit=settings.api_log_body_limit if settings.api_log_bodies else 0,
     )
 
 
@@ -161,6 +176,8 @@ def create_api(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if isinstance(idempotency_store, UrlStore):
+            await idempotency_store.start()  # unreachable: the start-up fails, naming it
         purger = None
         if idempotency_store is not None:
             purger = asyncio.create_task(
@@ -178,6 +195,8 @@ def create_api(
             if api_log is not None:
                 await api_log.stop()
             await upstream.aclose()
+            if isinstance(idempotency_store, UrlStore):
+                await idempotency_store.aclose()
             await db.dispose()
 
     app = FastAPI(
@@ -190,13 +209,8 @@ def create_api(
         # Served from the package instead (api_docs): FastAPI's pages load a CDN.
         docs_url=None,
         redoc_url=None,
-        exception_handlers={
-            ApiError: _render_api_error,
-            DatabaseUnavailable: _render_database_unavailable,
-            RequestValidationError: _render_validation_error,
-            HTTPException: _render_http_exception,
-            Exception: _render_unexpected,
-        },
+        # The same handlers a library user installs: every error in the one envelope.
+        exception_handlers=fastapi_errors.exception_handlers(),
     )
     reader = BodyReader(max_json_depth=settings.max_json_depth)
     app.include_router(accounts_router(db, reader), prefix=API_PREFIX)
@@ -276,79 +290,3 @@ async def _purge_api_logs(db: Database, retention: int, metrics: Metrics | None)
         metrics.api_log_purged.inc(purged)
     if purged:
         logger.info("purged old api log entries", count=purged)
-
-
-def _envelope(error: ApiError, request: Request) -> Response:
-    error = naming_request(error, request_id_of(request.scope))
-    return Response(
-        error.body(), status_code=error.status, headers=error.headers, media_type=JSON_MEDIA_TYPE
-    )
-
-
-async def _render_api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return _envelope(exc, request)
-
-
-async def _render_database_unavailable(request: Request, exc: Exception) -> Response:
-    # Rendered here rather than left to the pipeline: an exception leaving FastAPI
-    # would first be answered as a 500 by Starlette's ServerErrorMiddleware.
-    logger.warning("database unavailable", request_id=request_id_of(request.scope), error=str(exc))
-    note_dependency_error(request.scope, "database")
-    return _envelope(database_unavailable(), request)
-
-
-async def _render_validation_error(request: Request, exc: Exception) -> Response:
-    # Handlers parse their own input, so this only fires for a route that declares
-    # typed parameters; it must still speak the envelope, as a 400.
-    assert isinstance(exc, RequestValidationError)
-    errors = [
-        ErrorObject(400, "invalid_parameter", f"{_location(error)}: {error.get('msg', 'invalid')}")
-        for error in exc.errors()
-    ] or [ErrorObject(400, "invalid_parameter", "The request is invalid.")]
-    return _envelope(ApiError(400, errors[0].code, errors[0].details, errors=errors), request)
-
-
-def _location(error: Mapping[str, object]) -> str:
-    location = error.get("loc", ())
-    return ".".join(str(part) for part in location) if isinstance(location, tuple | list) else ""
-
-
-async def _render_http_exception(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    method, path = request.method, request.url.path[:_ECHO_LIMIT]
-    if exc.status_code == 404:
-        error = ApiError(404, "not_found", f"No route {method} {path}; see /openapi.json.")
-    elif exc.status_code == 405:
-        allowed = _allowed_methods(request)
-        error = ApiError(
-            405,
-            "method_not_allowed",
-            f"{method} is not allowed on {path}; allowed: {allowed}.",
-            headers={**(exc.headers or {}), "Allow": allowed},
-        )
-    else:
-        phrase = reason_phrase(exc.status_code)
-        code = phrase.lower().replace(" ", "_").replace("-", "_")
-        error = ApiError(exc.status_code, code, str(exc.detail), headers=exc.headers)
-    return _envelope(error, request)
-
-
-def _allowed_methods(request: Request) -> str:
-    # Starlette's Allow names only the first route that matched the path; with one
-    # route per method (GET and POST /accounts), ask every route about every method.
-    routes = request.app.router.routes
-    allowed = [
-        method
-        for method in _METHODS
-        if any(
-            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
-        )
-    ]
-    return ", ".join(allowed)
-
-
-async def _render_unexpected(request: Request, _exc: Exception) -> Response:
-    # Starlette re-raises after this: the envelope layer logs the exception under
-    # the Request-Id, and the idempotency layer records this same 500.
-    return _envelope(internal_error(request_id_of(request.scope)), request)

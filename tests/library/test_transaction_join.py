@@ -1,0 +1,127 @@
+"""RetrySafe.transaction(): the app's writes commit with the idempotency record, or not at all."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from tests.support import postgres
+
+from retrysafe.asgi import RetrySafe, single_tenant
+from retrysafe.database import async_url
+
+from .test_mount import running
+
+orders = sa.Table(
+    "orders",
+    sa.MetaData(),
+    sa.Column("sku", sa.String, primary_key=True),
+    sa.Column("n", sa.Integer),
+)
+
+
+def orders_app(url: str) -> RetrySafe:
+    async def create(request: Request) -> JSONResponse:
+        body = await request.json()
+        async with mounted.transaction() as conn:
+            await conn.execute(orders.insert().values(sku=body["sku"], n=1))
+        if body.get("then") == "explode":
+            raise RuntimeError("after the write")
+        if body.get("then") == "refuse":
+            return JSONResponse({"errors": []}, status_code=422)
+        return JSONResponse({"sku": body["sku"]}, status_code=201)
+
+    api = Starlette(routes=[Route("/orders", create, methods=["POST"])])
+    mounted = RetrySafe(api, store=url, tenant=single_tenant())
+    return mounted
+
+
+Skus = Callable[[], Awaitable[list[str]]]
+
+
+async def sql(url: str, statement: str) -> list[str]:
+    """Run ``statement`` on its own connection (the app's table, seen from outside)."""
+    engine = create_async_engine(async_url(url))
+    try:
+        async with engine.begin() as conn:
+            result = await conn.execute(sa.text(statement))
+            return [row[0] for row in result] if result.returns_rows else []
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def app(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[httpx.AsyncClient, Skus]]:
+    name = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'app.db'}"
+    else:
+        if not await postgres.reachable():
+            pytest.skip(postgres.SKIP_REASON)
+        name = await postgres.create_database()
+        url = postgres.url_of(name)
+    await sql(url, "CREATE TABLE orders (sku TEXT PRIMARY KEY, n INTEGER)")
+    mounted = orders_app(url)
+    transport = httpx.ASGITransport(app=mounted)
+
+    async def skus() -> list[str]:
+        return await sql(url, "SELECT sku FROM orders ORDER BY sku")
+
+    try:
+        async with (
+            running(mounted),
+            httpx.AsyncClient(transport=transport, base_url="http://t") as http,
+        ):
+            yield http, skus
+    finally:
+        if name is not None:
+            await postgres.drop_database(name)
+
+
+async def test_the_write_commits_with_the_record_and_a_replay_writes_nothing(
+    app: tuple[httpx.AsyncClient, Skus],
+) -> None:
+    http, skus = app
+    first = await http.post("/orders", json={"sku": "a"}, headers={"Idempotency-Key": "k1"})
+    replay = await http.post("/orders", json={"sku": "a"}, headers={"Idempotency-Key": "k1"})
+    assert first.status_code == 201
+    assert replay.content == first.content
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert await skus() == ["a"]
+
+
+@pytest.mark.parametrize(("then", "status"), [("explode", 500), ("refuse", 422)])
+async def test_an_error_answer_rolls_the_write_back_and_is_recorded(
+    app: tuple[httpx.AsyncClient, Skus], then: str, status: int
+) -> None:
+    http, skus = app
+    body = {"sku": "b", "then": then}
+    first = await http.post("/orders", json=body, headers={"Idempotency-Key": "k2"})
+    replay = await http.post("/orders", json=body, headers={"Idempotency-Key": "k2"})
+    assert first.status_code == status
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert await skus() == []
+
+
+async def test_without_a_key_the_block_is_a_transaction_of_its_own(
+    app: tuple[httpx.AsyncClient, Skus],
+) -> None:
+    http, skus = app
+    assert (await http.post("/orders", json={"sku": "c"})).status_code == 201
+    assert await skus() == ["c"]
+
+
+def test_a_store_that_cannot_share_a_transaction_says_so() -> None:
+    mounted = RetrySafe(Starlette(), store="memory://")
+    with pytest.raises(TypeError, match="only the SQL stores"):
+        mounted.transaction()
