@@ -128,7 +128,7 @@ def test_tail_follows_new_entries_as_they_are_written(tmp_path: Path, db_url: st
             assert ready, said
             said += os.read(process.stderr.fileno(), 4096).decode()
         write(db_url, record("req_after_1"), record("req_after_2", status=503))
-        lines = [_read_line(process, timeout=20) for _ in range(2)]
+        lines = _read_lines(process, count=2, timeout=20)
     finally:
         process.terminate()
         process.communicate(timeout=10)
@@ -138,11 +138,24 @@ def test_tail_follows_new_entries_as_they_are_written(tmp_path: Path, db_url: st
     assert not any("req_before" in line for line in lines)
 
 
-def _read_line(process: subprocess.Popen[str], timeout: float) -> str:
+def _read_lines(process: subprocess.Popen[str], count: int, timeout: float) -> list[str]:
+    """At least ``count`` whole lines of stdout, every whole line that came with them.
+
+    Read from the pipe itself, never through ``process.stdout``: its ``readline``
+    takes in all the pipe holds, so a second line printed with the first would sit
+    in that buffer while ``select`` waited on an empty pipe for it.
+    """
     assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], timeout)
-    assert ready, "logs tail printed nothing in time"
-    return process.stdout.readline()
+    said = b""
+    deadline = time.monotonic() + timeout
+    while said.count(b"\n") < count:
+        wait = max(0.0, deadline - time.monotonic())
+        ready, _, _ = select.select([process.stdout], [], [], wait)
+        assert ready, f"logs tail printed {said!r} and nothing more in time"
+        chunk = os.read(process.stdout.fileno(), 4096)
+        assert chunk, f"logs tail ended after printing {said!r}"
+        said += chunk
+    return said[: said.rindex(b"\n")].decode().split("\n")
 
 
 def test_purge_expired_deletes_api_logs_past_the_retention(
