@@ -112,7 +112,10 @@ def create_app(settings: Settings, *, provider: ProviderClient | None = None) ->
     return build_pipeline(
         api,
         config=pipeline_config(settings),
-        authenticator=DatabaseAuthenticator(db),
+        # With the records in the same database, the key lookup brings the record too.
+        authenticator=DatabaseAuthenticator(
+            db, records=store if isinstance(store, SqlIdempotencyStore) else None
+        ),
         idempotency_store=store,
         rate_limiter=limiter,
         auth_failure_limiter=auth_failures,
