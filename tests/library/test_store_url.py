@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from tests.support import postgres, redis_service
+from tests.support import redis_service
 from tests.support.throwaway import free_port
 
 from retrysafe.idempotency.decisions import Execute, Replay
@@ -95,17 +94,6 @@ async def test_an_unreachable_sqlite_file_is_store_unavailable(tmp_path: Path) -
     # aiosqlite stops a connection that failed to open by resolving one more future on
     # this loop from its thread: let that happen before the loop closes.
     await asyncio.sleep(0.2)
-
-
-@pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    if not await postgres.reachable():
-        pytest.skip(postgres.SKIP_REASON)
-    name = await postgres.create_database()
-    try:
-        yield postgres.url_of(name)
-    finally:
-        await postgres.drop_database(name)
 
 
 @pytest.mark.postgres
