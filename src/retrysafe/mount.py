@@ -36,8 +36,6 @@ if TYPE_CHECKING:
     import asyncpg
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from retrysafe.database import Database
-
 __all__ = ["DEFAULT_PURGE_INTERVAL", "AnyASGIApp", "RetrySafe", "install_exception_handlers"]
 
 DEFAULT_PURGE_INTERVAL = 600.0
@@ -217,7 +215,8 @@ class RetrySafe:
                 async with driver.transaction():
                     yield driver
 
-    def _database(self) -> Database:
+    def _database(self) -> Any:
+        """The SQL store's ``retrysafe.database.Database`` (not imported: a library part)."""
         store = self.store.store if isinstance(self.store, UrlStore) else self.store
         database = getattr(store, "database", None)
         if database is None:
@@ -225,7 +224,7 @@ class RetrySafe:
                 f"The idempotency store {self.store!r} cannot share a transaction with the"
                 " app's writes; only the SQL stores (sqlite:///…, postgresql://…) can."
             )
-        return cast("Database", database)
+        return database
 
     async def startup(self) -> None:
         """Open the store and check it answers; what lifespan start-up does."""
