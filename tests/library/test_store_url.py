@@ -88,7 +88,8 @@ async def test_sqlite_store_creates_only_the_records_table(tmp_path: Path) -> No
 
 async def test_an_unreachable_sqlite_file_is_store_unavailable(tmp_path: Path) -> None:
     store = store_from_url(f"sqlite:///{tmp_path / 'missing-dir' / 'idem.db'}")
-    with pytest.raises(StoreUnavailable, match="is unreachable") as raised:
+    kind = r"The idempotency store \(sqlite\) at sqlite:///"
+    with pytest.raises(StoreUnavailable, match=kind) as raised:
         await store.start()
     assert raised.value.dependency == "database"
     # aiosqlite stops a connection that failed to open by resolving one more future on
@@ -111,8 +112,11 @@ async def test_an_unreachable_postgresql_is_store_unavailable_without_its_passwo
     store = store_from_url(f"postgresql://app:hunter2@127.0.0.1:{free_port()}/x")
     with pytest.raises(StoreUnavailable) as raised:
         await store.start()
-    assert "postgresql://app:***@127.0.0.1" in str(raised.value)
+    assert "The idempotency store (postgresql) at postgresql://app:***@127.0.0.1" in str(
+        raised.value
+    )
     assert "hunter2" not in str(raised.value)
+    assert raised.value.dependency == "database"
 
 
 @pytest.mark.redis

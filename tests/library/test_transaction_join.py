@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from tests.support import postgres
 
@@ -44,6 +44,9 @@ class Order(Base):
     n: Mapped[int]
 
 
+MAX_RECORDED = 64 * 1024
+"""The orders app's recordable limit; ``then: stream`` answers 400 KB."""
+
 WAYS = ("connection", "session", "asyncpg")
 """How the handler writes: a SQLAlchemy connection, an ORM session, asyncpg itself."""
 
@@ -61,17 +64,20 @@ def orders_app(url: str, way: str) -> RetrySafe:
             async with mounted.asyncpg_connection() as raw:
                 await raw.execute("INSERT INTO orders (sku, n) VALUES ($1, 1)", sku)
 
-    async def create(request: Request) -> JSONResponse:
+    async def create(request: Request) -> Response:
         body = await request.json()
         await write(body["sku"])
         if body.get("then") == "explode":
             raise RuntimeError("after the write")
+        if body.get("then") == "stream":  # past max_recorded_response, in chunks
+            chunks = (b"x" * 4096 for _ in range(100))
+            return StreamingResponse(chunks, media_type="text/csv")
         if body.get("then") == "refuse":
             return JSONResponse({"errors": []}, status_code=422)
         return JSONResponse({"sku": body["sku"]}, status_code=201)
 
     api = Starlette(routes=[Route("/orders", create, methods=["POST"])])
-    mounted = RetrySafe(api, store=url, tenant=single_tenant())
+    mounted = RetrySafe(api, store=url, tenant=single_tenant(), max_recorded_response=MAX_RECORDED)
     return mounted
 
 
@@ -138,7 +144,7 @@ async def test_the_write_commits_with_the_record_and_a_replay_writes_nothing(
     assert await skus() == ["a"]
 
 
-@pytest.mark.parametrize(("then", "status"), [("explode", 500), ("refuse", 422)])
+@pytest.mark.parametrize(("then", "status"), [("explode", 500), ("refuse", 422), ("stream", 500)])
 async def test_an_error_answer_rolls_the_write_back_and_is_recorded(
     app: tuple[httpx.AsyncClient, Skus], then: str, status: int
 ) -> None:
