@@ -5,12 +5,15 @@ declares; its first Python block is saved as ``main.py`` and served exactly as t
 comment in it says (``uvicorn main:app``), on the Redis the block names. Its second,
 the three ways a handler joins the record's transaction, runs as written on the
 SQLite store it names, and with a PostgreSQL URL in its place, where its asyncpg
-endpoint works too.
+endpoint works too. Every ``retrysafe.…`` name the prose gives, every argument of its
+table and every ``app.…()`` it calls exists.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import inspect
 import re
 import subprocess
 import sys
@@ -25,6 +28,7 @@ from tests.conftest import run_sync
 from tests.server_process import ServerProcess, clean_env, free_port
 from tests.support import redis_service
 
+from retrysafe.asgi import RetrySafe
 from retrysafe.pipeline.tenancy import by_credential
 
 from .extras_env import project_metadata
@@ -180,3 +184,32 @@ async def test_the_joining_example_runs_on_postgresql_with_asyncpg(
         "sku1",
         "sku2",
     ]
+
+
+def test_every_name_the_section_gives_exists() -> None:
+    """Dotted ``retrysafe.…`` names, the arguments table and ``app.…()`` calls are real."""
+    text = SECTION.group(1)
+    names = set(re.findall(r"`[^`]*?(retrysafe(?:\.\w+)+)", text))
+    assert "retrysafe.integrations.fastapi.install" in names, names
+    for name in sorted(names):
+        parts = name.split(".")
+        for split in range(len(parts), 0, -1):
+            try:
+                found: object = importlib.import_module(".".join(parts[:split]))
+            except ImportError:
+                continue
+            for attribute in parts[split:]:
+                found = getattr(found, attribute)  # AttributeError: the README names nothing
+            break
+        else:
+            raise AssertionError(f"the README names {name}, which does not import")
+    parameters = inspect.signature(RetrySafe).parameters
+    arguments = re.findall(r"^\| `(\w+)`(?: / `(\w+)`)? \|", text, re.M)
+    assert len(arguments) >= 10, arguments
+    for pair in arguments:
+        for argument in filter(None, pair):
+            assert argument in parameters, f"the README's table names {argument}"
+    methods = set(re.findall(r"\bapp\.(\w+)\(", text))
+    assert {"transaction", "session", "asyncpg_connection"} <= methods, methods
+    for method in methods:
+        assert callable(getattr(RetrySafe, method)), method
