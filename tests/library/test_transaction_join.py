@@ -61,11 +61,19 @@ def orders_app(url: str, way: str) -> RetrySafe:
                 session.add(Order(sku=sku, n=1))
                 await session.commit()  # the session's savepoint, not the attempt
         else:
-            async with mounted.asyncpg_connection() as raw:
+            async with mounted.asyncpg_connection() as raw, raw.transaction():  # a savepoint
                 await raw.execute("INSERT INTO orders (sku, n) VALUES ($1, 1)", sku)
 
     async def create(request: Request) -> Response:
         body = await request.json()
+        if body.get("then") == "change_its_mind":  # the session's rollback is its own
+            async with mounted.session() as session:
+                session.add(Order(sku="dropped", n=1))
+                await session.flush()
+                await session.rollback()
+                session.add(Order(sku=body["sku"], n=1))
+                await session.commit()
+            return JSONResponse({"sku": body["sku"]}, status_code=201)
         await write(body["sku"])
         if body.get("then") == "explode":
             raise RuntimeError("after the write")
@@ -183,3 +191,15 @@ async def test_asyncpg_needs_a_postgresql_store(tmp_path: Path) -> None:
         with pytest.raises(TypeError, match="needs a postgresql:// store"):
             async with mounted.asyncpg_connection():
                 pass
+
+
+async def test_a_sessions_rollback_undoes_only_its_own_work(
+    app: tuple[httpx.AsyncClient, Skus],
+) -> None:
+    http, skus = app
+    body = {"sku": "kept", "then": "change_its_mind"}
+    first = await http.post("/orders", json=body, headers={"Idempotency-Key": "k3"})
+    replay = await http.post("/orders", json=body, headers={"Idempotency-Key": "k3"})
+    assert first.status_code == 201, first.text
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert await skus() == ["kept"]
