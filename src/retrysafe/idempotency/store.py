@@ -8,7 +8,8 @@ nothing was recorded, so the pipeline answers 503.
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 from retrysafe.idempotency.decisions import Decision
 from retrysafe.idempotency.records import RecordKey
@@ -57,3 +58,39 @@ class DeferringIdempotencyStore(IdempotencyStore, Protocol):
         through the database.
         """
         ...
+
+
+class PrefetchingIdempotencyStore(Protocol):
+    """A store that can start an attempt from a committed record read beforehand.
+
+    Its backend's record for a key may be read by another layer in a round trip it
+    makes anyway (the API-key lookup, on the same database): the store then starts
+    from that read instead of making its own (see :class:`Prefetched`).
+    """
+
+    def prefetched_attempt(
+        self, prefetched: Prefetched, fingerprint: str, *, now: float, ttl: float, deferred: bool
+    ) -> AbstractAsyncContextManager[Decision]:
+        """:meth:`IdempotencyStore.attempt` (or, ``deferred``, ``deferred_attempt``) of
+        ``prefetched.key``, with ``prefetched.row`` standing for the store's own read of
+        the committed record."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Prefetched:
+    """The committed record of ``key`` in ``store``'s backend, as it was read a moment ago.
+
+    ``row`` is the store's own row shape (``None``: no record). It is only ever a
+    read of what was committed, like the read the store would make first: every
+    decision the store takes from it is one it could have taken from its own read,
+    and a claim is still made (and checked) by the store itself.
+    """
+
+    store: PrefetchingIdempotencyStore
+    key: RecordKey
+    row: tuple[Any, ...] | None
+
+
+PREFETCHED_STATE_KEY = "retrysafe.prefetched_record"
+"""Request-state key of the :class:`Prefetched` record read for the idempotency layer."""

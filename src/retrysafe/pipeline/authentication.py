@@ -10,16 +10,25 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeAlias
+from typing import Protocol, TypeAlias, runtime_checkable
 
 from limits.errors import StorageError
 
 from retrysafe.asgi import ASGIApp, Receive, Scope, Send, header, state
 from retrysafe.envelope import ApiError, send_error
+from retrysafe.idempotency.keys import InvalidIdempotencyKey, parse_idempotency_key
+from retrysafe.idempotency.store import PREFETCHED_STATE_KEY, Prefetched
+from retrysafe.pipeline.idempotency import IDEMPOTENT_METHODS
 from retrysafe.pipeline.principal import PRINCIPAL_STATE_KEY, Principal
 from retrysafe.pipeline.rate_limit import RateLimiter
 
-__all__ = ["DEFAULT_PUBLIC_PATHS", "AuthenticationLayer", "Authenticator", "FailedAuthentications"]
+__all__ = [
+    "DEFAULT_PUBLIC_PATHS",
+    "AuthenticationLayer",
+    "Authenticator",
+    "FailedAuthentications",
+    "RecordPrefetchingAuthenticator",
+]
 
 Authenticator: TypeAlias = Callable[[str], Awaitable[Principal | None]]
 """Looks up a presented secret; ``None`` when it is unknown or revoked.
@@ -27,6 +36,25 @@ Authenticator: TypeAlias = Callable[[str], Awaitable[Principal | None]]
 The authenticator owns hashing and the constant-time comparison; this layer only
 extracts the secret from the header and never logs or stores it.
 """
+
+
+@runtime_checkable
+class RecordPrefetchingAuthenticator(Protocol):
+    """An :data:`Authenticator` that can also read a request's idempotency record.
+
+    The key lookup and the record live in one database: one round trip brings
+    both, and the idempotency layer starts from that record instead of reading it
+    again (:class:`~retrysafe.idempotency.store.Prefetched`).
+    """
+
+    async def __call__(self, presented: str) -> Principal | None: ...
+
+    async def with_record(
+        self, presented: str, idempotency_key: str
+    ) -> tuple[Principal | None, Prefetched | None]:
+        """The principal, and the committed record of ``idempotency_key`` in its organization."""
+        ...
+
 
 DEFAULT_PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/redoc"})
 
@@ -120,6 +148,11 @@ class AuthenticationLayer:
         self.authenticator = authenticator
         self.public_paths = public_paths
         self.failures = failures
+        self._with_record = (
+            authenticator.with_record
+            if isinstance(authenticator, RecordPrefetchingAuthenticator)
+            else None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.public_paths:
@@ -135,7 +168,14 @@ class AuthenticationLayer:
             if refusal is not None:
                 await send_error(send, refusal)
                 return
-        principal = await self.authenticator(secret)
+        key = _idempotency_key(scope) if self._with_record is not None else None
+        if key is not None:
+            assert self._with_record is not None
+            principal, prefetched = await self._with_record(secret, key)
+            if principal is not None and prefetched is not None:
+                state(scope)[PREFETCHED_STATE_KEY] = prefetched
+        else:
+            principal = await self.authenticator(secret)
         if principal is None:
             if failures is not None:
                 await failures.record(address)
@@ -143,6 +183,19 @@ class AuthenticationLayer:
             return
         state(scope)[PRINCIPAL_STATE_KEY] = principal
         await self.app(scope, receive, send)
+
+
+def _idempotency_key(scope: Scope) -> str | None:
+    """The request's valid ``Idempotency-Key``, where the idempotency layer will use one."""
+    if scope["method"] not in IDEMPOTENT_METHODS:
+        return None
+    raw = header(scope, b"idempotency-key")
+    if raw is None:
+        return None
+    try:
+        return parse_idempotency_key(raw)
+    except InvalidIdempotencyKey:
+        return None  # the idempotency layer answers the 400
 
 
 def client_address(scope: Scope) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import structlog
 
@@ -13,6 +14,7 @@ from retrysafe.asgi import ASGIApp, Message, Receive, Scope, Send, header, state
 from retrysafe.envelope import ApiError, error_for, naming_request, send_error
 from retrysafe.idempotency.decisions import (
     Attempt,
+    Decision,
     Execute,
     InFlight,
     LeaseLost,
@@ -25,7 +27,12 @@ from retrysafe.idempotency.fingerprint import ParamsDigest, params_digest_for, r
 from retrysafe.idempotency.keys import InvalidIdempotencyKey, parse_idempotency_key
 from retrysafe.idempotency.records import RecordKey, StoredResponse
 from retrysafe.idempotency.recovery import RECOVERY_STATE_KEY, RecoveryPoints
-from retrysafe.idempotency.store import DeferringIdempotencyStore, IdempotencyStore
+from retrysafe.idempotency.store import (
+    PREFETCHED_STATE_KEY,
+    DeferringIdempotencyStore,
+    IdempotencyStore,
+    Prefetched,
+)
 from retrysafe.pipeline.body_spool import BodySpool
 from retrysafe.pipeline.principal import Principal, principal_of, request_id_of
 from retrysafe.unavailable import StoreUnavailable
@@ -213,11 +220,28 @@ class IdempotencyLayer:
         fingerprint: str,
     ) -> None:
         outcomes = state(scope)
-        opener = self.store.attempt
-        if self._deferring is not None and self._deferrable is not None and self._deferrable(scope):
-            opener = self._deferring.deferred_attempt
+        deferred = (
+            self._deferring is not None and self._deferrable is not None and self._deferrable(scope)
+        )
+        now = self.clock()
+        prefetched = outcomes.pop(PREFETCHED_STATE_KEY, None)
+        opened: AbstractAsyncContextManager[Decision]
+        if (
+            isinstance(prefetched, Prefetched)
+            and prefetched.store is cast(object, self.store)
+            and prefetched.key == key
+        ):
+            # The store's own first read, made already in an upper layer's round trip.
+            opened = prefetched.store.prefetched_attempt(
+                prefetched, fingerprint, now=now, ttl=self.ttl, deferred=deferred
+            )
+        elif deferred:
+            assert self._deferring is not None
+            opened = self._deferring.deferred_attempt(key, fingerprint, now=now, ttl=self.ttl)
+        else:
+            opened = self.store.attempt(key, fingerprint, now=now, ttl=self.ttl)
         answer: _Captured | Replay | Mismatch | InFlight | None = None
-        async with opener(key, fingerprint, now=self.clock(), ttl=self.ttl) as decision:
+        async with opened as decision:
             if isinstance(decision, Execute):
                 answer = await self._execute(decision.attempt, scope, receivers)
         # Everything below is sent only now, after the store's context has closed:

@@ -37,6 +37,7 @@ from retrysafe.service.api_logs import api_logs_router, is_logged_path
 from retrysafe.service.authenticator import DatabaseAuthenticator
 from retrysafe.service.bodies import BodyReader
 from retrysafe.service.dashboard import DASHBOARD_PATHS, dashboard_routes
+from retrysafe.service.direct_routes import DirectRoutes
 from retrysafe.service.documents import documents_router
 from retrysafe.service.inquiries import inquiries_router
 from retrysafe.service.scopes import RouteScopes
@@ -53,6 +54,14 @@ logger = structlog.get_logger("retrysafe.service")
 HEALTH_TIMEOUT = 5.0
 _HEALTHY = b'{"status":"ok"}'
 _ACCOUNTS_PATH = f"{API_PREFIX}/accounts"
+
+DIRECT_ROUTES = (
+    ("POST", _ACCOUNTS_PATH),
+    ("GET", f"{_ACCOUNTS_PATH}/{{account_id}}"),
+    ("GET", f"{API_PREFIX}/inquiries/{{inquiry_id}}"),
+    ("GET", f"{API_PREFIX}/verifications/{{verification_id}}"),
+)
+"""The hot routes called straight, past FastAPI's routing (see :mod:`.direct_routes`)."""
 
 
 def _version() -> str:
@@ -110,9 +119,12 @@ def create_app(settings: Settings, *, provider: ProviderClient | None = None) ->
     for each in (limiter, auth_failures):
         each.on_storage_error = lambda: metrics.dependency_error("redis")
     return build_pipeline(
-        api,
+        DirectRoutes(api, DIRECT_ROUTES),
         config=pipeline_config(settings),
-        authenticator=DatabaseAuthenticator(db),
+        # With the records in the same database, the key lookup brings the record too.
+        authenticator=DatabaseAuthenticator(
+            db, records=store if isinstance(store, SqlIdempotencyStore) else None
+        ),
         idempotency_store=store,
         rate_limiter=limiter,
         auth_failure_limiter=auth_failures,

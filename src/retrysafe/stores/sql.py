@@ -93,6 +93,7 @@ from retrysafe.idempotency.records import (
     RecordStatus,
     StoredResponse,
 )
+from retrysafe.idempotency.store import Prefetched
 from retrysafe.unique import random_hex
 
 __all__ = ["DEFAULT_LEASE_SECONDS", "SqlIdempotencyStore"]
@@ -225,6 +226,14 @@ def _completed_claim_statement(insert: Any) -> Any:
     ).returning(_ONE)
 
 
+class _Unread:
+    """The committed record was not read yet (the store reads it itself)."""
+
+
+_UNREAD = _Unread()
+_Row = tuple[Any, ...] | None | _Unread
+
+
 @dataclass(frozen=True, slots=True)
 class _Claim:
     """A key claimed in the open transaction, with what its attempt needs."""
@@ -302,9 +311,37 @@ class SqlIdempotencyStore:
         if self._owns_database:
             await self._db.dispose()
 
-    @asynccontextmanager
-    async def attempt(
+    def attempt(
         self, key: RecordKey, fingerprint: str, *, now: float, ttl: float
+    ) -> AbstractAsyncContextManager[Decision]:
+        return self._attempt(key, fingerprint, now, ttl, _UNREAD)
+
+    def deferred_attempt(
+        self, key: RecordKey, fingerprint: str, *, now: float, ttl: float
+    ) -> AbstractAsyncContextManager[Decision]:
+        """See :meth:`~retrysafe.idempotency.store.DeferringIdempotencyStore.deferred_attempt`."""
+        return self._deferred_attempt(key, fingerprint, now, ttl, _UNREAD)
+
+    def prefetched_attempt(
+        self, prefetched: Prefetched, fingerprint: str, *, now: float, ttl: float, deferred: bool
+    ) -> AbstractAsyncContextManager[Decision]:
+        """See :class:`~retrysafe.idempotency.store.PrefetchingIdempotencyStore`.
+
+        ``prefetched.row`` is a row of :meth:`record_columns`' shape, read outside any
+        transaction (what ``attempt`` would read first), e.g. joined to the API-key
+        lookup by :class:`~retrysafe.service.authenticator.DatabaseAuthenticator`.
+        """
+        opener = self._deferred_attempt if deferred else self._attempt
+        return opener(prefetched.key, fingerprint, now, ttl, prefetched.row)
+
+    @staticmethod
+    def record_columns() -> tuple[Any, ...]:
+        """The columns, in order, of the committed-record row :meth:`prefetched_attempt` takes."""
+        return tuple(records.c)
+
+    @asynccontextmanager
+    async def _attempt(
+        self, key: RecordKey, fingerprint: str, now: float, ttl: float, committed: _Row
     ) -> AsyncIterator[Decision]:
         if key in self._running:
             yield await self._judged_while_running(key, fingerprint, now)
@@ -312,8 +349,8 @@ class SqlIdempotencyStore:
         # A replay or a mismatch is decided by the committed record alone. On SQLite
         # it is read first, inline (microseconds, no thread hop), which spares those
         # requests the writer that would otherwise queue every replay behind every
-        # create.
-        row = self._load_sql.first_now(_ids(key))
+        # create. A record read already (with the API key) stands for that read.
+        row = self._load_sql.first_now(_ids(key)) if isinstance(committed, _Unread) else committed
         if row is not BUSY:
             settled = _settled_by(_record_of(key, row), fingerprint, now)
             if settled is not None:
@@ -323,14 +360,14 @@ class SqlIdempotencyStore:
             yield decision
 
     @asynccontextmanager
-    async def deferred_attempt(
-        self, key: RecordKey, fingerprint: str, *, now: float, ttl: float
+    async def _deferred_attempt(
+        self, key: RecordKey, fingerprint: str, now: float, ttl: float, committed: _Row
     ) -> AsyncIterator[Decision]:
-        """See :meth:`~retrysafe.idempotency.store.DeferringIdempotencyStore.deferred_attempt`."""
         if key in self._running:
             yield await self._judged_while_running(key, fingerprint, now)
             return
-        existing = _record_of(key, await self._committed_row(key))
+        row = await self._committed_row(key) if isinstance(committed, _Unread) else committed
+        existing = _record_of(key, row)
         if existing is not None and not _is_free(existing, now):
             # A record that is not settled (in flight, a lease to take over) is judged
             # by the claim-first path, in its transaction.
