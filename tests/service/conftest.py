@@ -6,21 +6,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import migrate, run_sync
+from tests.conftest import migrate
 from tests.support import postgres
 
 
 @pytest.fixture(scope="session")
 def postgres_template() -> Iterator[str]:
     """A migrated database each test's database is copied from (a copy skips migrating)."""
-    if not run_sync(postgres.reachable):
-        pytest.skip(postgres.SKIP_REASON)
-    name = run_sync(postgres.create_database)
-    migrate(postgres.url_of(name))
-    try:
-        yield name
-    finally:
-        run_sync(lambda: postgres.drop_database(name))
+    with postgres.new_database_sync() as url:
+        migrate(url)
+        yield url.rsplit("/", 1)[1]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -29,8 +24,5 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield f"sqlite:///{tmp_path / 'retrysafe.db'}"
         return
     template: str = request.getfixturevalue("postgres_template")
-    name = run_sync(lambda: postgres.create_database(template))
-    try:
-        yield postgres.url_of(name)
-    finally:
-        run_sync(lambda: postgres.drop_database(name))
+    with postgres.new_database_sync(template) as url:
+        yield url

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import asyncpg
+import pytest
+from tests.support.sync import run_sync
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 SKIP_REASON = "PostgreSQL is not reachable on 127.0.0.1:5432"
@@ -43,3 +47,30 @@ async def create_database(template: str | None = None) -> str:
 async def drop_database(name: str) -> None:
     # Servers under test may still hold pooled connections; FORCE ends them.
     await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@asynccontextmanager
+async def new_database(template: str | None = None) -> AsyncIterator[str]:
+    """The URL of a new database (a copy of ``template`` when given), dropped afterwards.
+
+    The calling test skips when no PostgreSQL server is reachable.
+    """
+    if not await reachable():
+        pytest.skip(SKIP_REASON)
+    name = await create_database(template)
+    try:
+        yield url_of(name)
+    finally:
+        await drop_database(name)
+
+
+@contextmanager
+def new_database_sync(template: str | None = None) -> Iterator[str]:
+    """:func:`new_database` for synchronous code (fixtures, sync tests), on a thread of its own."""
+    if not run_sync(reachable):
+        pytest.skip(SKIP_REASON)
+    name = run_sync(lambda: create_database(template))
+    try:
+        yield url_of(name)
+    finally:
+        run_sync(lambda: drop_database(name))
