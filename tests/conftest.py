@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import pytest
@@ -32,6 +32,9 @@ from retrysafe.service import admin
 from retrysafe.service.api_keys import ALL_SCOPES
 from retrysafe.service.app import create_app
 from retrysafe.settings import Settings
+
+if TYPE_CHECKING:
+    from tests.server_process import ServerProcess
 
 T = TypeVar("T")
 
@@ -273,6 +276,18 @@ def live_server(
     for server in servers:
         server.request_stop()
     _stopping_servers.extend(servers)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ServerProcess]]:
+    """Server and provider processes a test starts: every one is SIGKILLed at teardown.
+
+    A test that needs a clean shutdown (SIGTERM) calls ``stop()`` itself.
+    """
+    started: list[ServerProcess] = []
+    yield started
+    for process in started:
+        process.kill()
 
 
 @pytest.fixture

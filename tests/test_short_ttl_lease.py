@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from tests.support.provider_process import ProviderProcess, start_provider
+from tests.support.provider_process import start_provider
 
 from server_process import ServerProcess, run_cli, start_server
 
@@ -29,19 +28,8 @@ PROVIDER_DELAY = 4.0
 KEY = "short-ttl-verification"
 
 
-@pytest.fixture
-def processes() -> Iterator[list[ServerProcess | ProviderProcess]]:
-    started: list[ServerProcess | ProviderProcess] = []
-    yield started
-    for process in started:
-        if isinstance(process, ServerProcess):
-            process.kill()
-        else:
-            process.stop()
-
-
 async def test_a_retry_after_the_ttl_meets_the_live_lease_and_then_replays(
-    tmp_path: Path, empty_database_url: str, processes: list[ServerProcess | ProviderProcess]
+    tmp_path: Path, empty_database_url: str, processes: list[ServerProcess]
 ) -> None:
     provider = start_provider(tmp_path, "--delay", str(PROVIDER_DELAY))
     processes.append(provider)

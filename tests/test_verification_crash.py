@@ -21,7 +21,6 @@ import json
 import signal
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -38,18 +37,7 @@ REQUEST_TIMEOUT = 4.0
 KEY = "verify-crash-1"
 BUDGET = 60.0
 
-Processes = list[ServerProcess | ProviderProcess]
-
-
-@pytest.fixture
-def processes() -> Iterator[Processes]:
-    started: Processes = []
-    yield started
-    for process in started:
-        if isinstance(process, ServerProcess):
-            process.kill()
-        else:
-            process.stop()
+Processes = list[ServerProcess]
 
 
 def serve(
