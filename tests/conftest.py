@@ -14,7 +14,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -211,6 +211,15 @@ def _quiet_structlog() -> None:
 def database_url(tmp_path: Path) -> str:
     """The database every server of a test shares; override it to test another backend."""
     return f"sqlite:///{tmp_path / 'retrysafe.db'}"
+
+
+@pytest.fixture
+async def sqlite_database(tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated SQLite database, the file ``tmp_path / "migrated.db"``, disposed afterwards."""
+    db = Database(f"sqlite:///{tmp_path / 'migrated.db'}")
+    await upgrade(db)
+    yield db
+    await db.dispose()
 
 
 DATABASE_BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
