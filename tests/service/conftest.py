@@ -6,16 +6,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import migrate
+from tests.conftest import migrate, run_sync
 from tests.support import postgres
 
 
 @pytest.fixture(scope="session")
-def postgres_template() -> Iterator[str]:
-    """A migrated database each test's database is copied from (a copy skips migrating)."""
+def postgres_copies() -> Iterator[postgres.Copies]:
+    """Copies of a migrated database, one per test (a copy skips migrating), made ahead."""
     with postgres.new_database_sync() as url:
         migrate(url)
-        yield url.rsplit("/", 1)[1]
+        copies = postgres.Copies(url.rsplit("/", 1)[1])
+        try:
+            yield copies
+        finally:
+            copies.close()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -23,6 +27,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'retrysafe.db'}"
         return
-    template: str = request.getfixturevalue("postgres_template")
-    with postgres.new_database_sync(template) as url:
-        yield url
+    copies: postgres.Copies = request.getfixturevalue("postgres_copies")
+    name = copies.take()
+    try:
+        yield postgres.url_of(name)
+    finally:
+        run_sync(lambda: postgres.drop_database(name))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 
 import asyncpg
@@ -73,4 +74,33 @@ def new_database_sync(template: str | None = None) -> Iterator[str]:
     try:
         yield url_of(name)
     finally:
+        run_sync(lambda: drop_database(name))
+
+
+class Copies:
+    """New copies of ``template``, each made while the test before it runs.
+
+    ``CREATE DATABASE`` takes about half a second on the shared server; a suite
+    that gives every test its own copy waits for that once, not once per test.
+    Every copy is still new and used by one test only.
+    """
+
+    def __init__(self, template: str) -> None:
+        self._template = template
+        self._maker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg-copies")
+        self._next: Future[str] = self._maker.submit(self._make)
+
+    def _make(self) -> str:
+        return asyncio.run(create_database(self._template))
+
+    def take(self) -> str:
+        """The name of a new copy (the caller drops it), and the next one started."""
+        name = self._next.result()
+        self._next = self._maker.submit(self._make)
+        return name
+
+    def close(self) -> None:
+        """Drop the copy made ahead; call before dropping the template."""
+        name = self._next.result()
+        self._maker.shutdown()
         run_sync(lambda: drop_database(name))
