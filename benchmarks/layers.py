@@ -249,7 +249,7 @@ async def _drive(app: ASGIApp, requests: int) -> tuple[float, int]:
 async def _replay_store() -> IdempotencyLayer:
     """The real idempotency layer over a memory store that holds the replayed record."""
     store = MemoryIdempotencyStore()
-    layer = IdempotencyLayer(canned_replay, store=store, ttl=86400)
+    layer = IdempotencyLayer(canned_replay, store=store, ttl=86400, scoped_above=True)
     # The first request executes (canned_replay is the "handler") and is recorded.
     scope = request_scope()
     scope["state"]["retrysafe.principal"] = await principal_for(SECRET)

@@ -11,8 +11,11 @@ records between processes)::
          -d '{"sku": "book", "quantity": 2}'
 
 Run it again: the same 201, byte for byte, with ``Idempotent-Replayed: true``.
-The orders live in the app's own table (ORDERS_DATABASE, SQLite by default); with a
-memory or Redis store they commit on their own, before the response is recorded.
+With a memory or Redis store the orders live in the app's own database
+(ORDERS_DATABASE, SQLite by default) and commit on their own, before the response is
+recorded. With a SQL store (ORDERS_STORE=sqlite:///./idem.db or postgresql://…) the
+orders table lives in the store's database and the handler writes it through
+``app.session()``: the row commits with the recorded response, or not at all.
 """
 
 from __future__ import annotations
@@ -32,7 +35,19 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from retrysafe.asgi import RetrySafe
 
 STORE = os.environ.get("ORDERS_STORE", "memory://")
-DATABASE = os.environ.get("ORDERS_DATABASE", "sqlite+aiosqlite:///./orders.db")
+SCHEME, _, REST = STORE.partition("://")
+DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+}
+JOINED = SCHEME in DRIVERS
+"""A SQL store: the orders table lives in its database, written in the record's transaction."""
+DATABASE = (
+    f"{DRIVERS[SCHEME]}://{REST}"
+    if JOINED
+    else os.environ.get("ORDERS_DATABASE", "sqlite+aiosqlite:///./orders.db")
+)
 REQUEST_TIMEOUT = float(os.environ.get("ORDERS_REQUEST_TIMEOUT", "30"))
 
 metadata = sa.MetaData()
@@ -80,8 +95,13 @@ async def create_order(order: NewOrder) -> JSONResponse:
         raise HTTPException(502, "The warehouse did not answer.")
     order_id = "ord_" + uuid.uuid4().hex
     row = {"id": order_id, "sku": order.sku, "quantity": order.quantity, "note": order.note}
-    async with engine.begin() as conn:
-        await conn.execute(orders.insert().values(**row))
+    if JOINED:  # an ORM session in the record's transaction: its commit is a savepoint
+        async with app.session() as session:
+            await session.execute(orders.insert().values(**row))
+            await session.commit()
+    else:  # commits now, before the response is recorded
+        async with engine.begin() as conn:
+            await conn.execute(orders.insert().values(**row))
     return JSONResponse(row, status_code=201, headers={"Location": f"/orders/{order_id}"})
 
 

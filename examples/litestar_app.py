@@ -2,6 +2,9 @@
 
 Run it like the FastAPI example: ``uvicorn litestar_app:app --app-dir examples``
 (ORDERS_STORE picks the idempotency store, ORDERS_DATABASE the app's own database).
+With a SQL store the orders table lives in its database, written in the record's
+transaction: through ``app.asyncpg_connection()`` on PostgreSQL, ``app.transaction()``
+on SQLite.
 """
 
 from __future__ import annotations
@@ -21,7 +24,19 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from retrysafe.asgi import RetrySafe
 
 STORE = os.environ.get("ORDERS_STORE", "memory://")
-DATABASE = os.environ.get("ORDERS_DATABASE", "sqlite+aiosqlite:///./orders.db")
+SCHEME, _, REST = STORE.partition("://")
+DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+}
+JOINED = SCHEME in DRIVERS
+"""A SQL store: the orders table lives in its database, written in the record's transaction."""
+DATABASE = (
+    f"{DRIVERS[SCHEME]}://{REST}"
+    if JOINED
+    else os.environ.get("ORDERS_DATABASE", "sqlite+aiosqlite:///./orders.db")
+)
 REQUEST_TIMEOUT = float(os.environ.get("ORDERS_REQUEST_TIMEOUT", "30"))
 
 metadata = sa.MetaData()
@@ -59,8 +74,18 @@ async def create_order(data: JSONBody[NewOrder]) -> Response[dict[str, Any]]:
         raise HTTPException(status_code=502, detail="The warehouse did not answer.")
     order_id = "ord_" + uuid.uuid4().hex
     row = {"id": order_id, "sku": data.sku, "quantity": data.quantity, "note": data.note}
-    async with engine.begin() as conn:
-        await conn.execute(orders.insert().values(**row))
+    if JOINED and SCHEME != "sqlite":  # asyncpg itself, in the record's transaction
+        async with app.asyncpg_connection() as raw:
+            await raw.execute(
+                "INSERT INTO orders (id, sku, quantity, note) VALUES ($1, $2, $3, $4)",
+                *row.values(),
+            )
+    elif JOINED:  # the record's own transaction: the row commits with the response
+        async with app.transaction() as conn:
+            await conn.execute(orders.insert().values(**row))
+    else:  # commits now, before the response is recorded
+        async with engine.begin() as conn:
+            await conn.execute(orders.insert().values(**row))
     return Response(row, status_code=201, headers={"Location": f"/orders/{order_id}"})
 
 

@@ -2,6 +2,8 @@
 
 Run it like the FastAPI example: ``uvicorn starlette_app:app --app-dir examples``
 (ORDERS_STORE picks the idempotency store, ORDERS_DATABASE the app's own database).
+With a SQL store the orders table lives in its database, written through
+``app.transaction()``: in the record's transaction.
 Starlette has no body validation of its own, so the handler checks the shape itself
 and raises the envelope's ApiError, which retrysafe renders like every other error.
 """
@@ -28,7 +30,19 @@ from retrysafe.asgi import RetrySafe
 from retrysafe.envelope import ApiError, FieldErrors
 
 STORE = os.environ.get("ORDERS_STORE", "memory://")
-DATABASE = os.environ.get("ORDERS_DATABASE", "sqlite+aiosqlite:///./orders.db")
+SCHEME, _, REST = STORE.partition("://")
+DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+}
+JOINED = SCHEME in DRIVERS
+"""A SQL store: the orders table lives in its database, written in the record's transaction."""
+DATABASE = (
+    f"{DRIVERS[SCHEME]}://{REST}"
+    if JOINED
+    else os.environ.get("ORDERS_DATABASE", "sqlite+aiosqlite:///./orders.db")
+)
 REQUEST_TIMEOUT = float(os.environ.get("ORDERS_REQUEST_TIMEOUT", "30"))
 
 metadata = sa.MetaData()
@@ -95,8 +109,12 @@ async def create_order(request: Request) -> JSONResponse:
         raise HTTPException(502, "The warehouse did not answer.")
     order_id = "ord_" + uuid.uuid4().hex
     row = {"id": order_id, "sku": order.sku, "quantity": order.quantity, "note": order.note}
-    async with engine.begin() as conn:
-        await conn.execute(orders.insert().values(**row))
+    if JOINED:  # the record's own transaction: the row commits with the response
+        async with app.transaction() as conn:
+            await conn.execute(orders.insert().values(**row))
+    else:  # commits now, before the response is recorded
+        async with engine.begin() as conn:
+            await conn.execute(orders.insert().values(**row))
     return JSONResponse(row, status_code=201, headers={"Location": f"/orders/{order_id}"})
 
 

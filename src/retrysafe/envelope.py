@@ -134,9 +134,13 @@ def database_unavailable() -> ApiError:
     return store_unavailable("database")
 
 
-def store_unavailable(dependency: str) -> ApiError:
-    """The 503 for an unreachable ``dependency`` (``database``, ``redis``): nothing ran."""
-    what = "database" if dependency == "database" else f"{dependency} store"
+def store_unavailable(dependency: str, subject: str | None = None) -> ApiError:
+    """The 503 for an unreachable ``dependency`` (``database``, ``redis``): nothing ran.
+
+    ``subject`` names it for the client when the raiser knows better
+    (``idempotency store (redis)``, see :class:`~retrysafe.unavailable.StoreUnavailable`).
+    """
+    what = subject or ("database" if dependency == "database" else f"{dependency} store")
     return ApiError(
         503,
         "service_unavailable",
@@ -158,7 +162,7 @@ def error_for(exc: BaseException, request_id: str) -> ApiError:
     if isinstance(exc, ApiError):
         error = exc
     elif isinstance(exc, StoreUnavailable):
-        error = store_unavailable(exc.dependency)
+        error = store_unavailable(exc.dependency, exc.subject)
     else:
         error = internal_error(request_id)
     return naming_request(error, request_id)

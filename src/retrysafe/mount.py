@@ -15,9 +15,9 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Any, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import structlog
 
@@ -31,6 +31,10 @@ from retrysafe.pipeline.idempotency import DEFAULT_MAX_RECORDED_RESPONSE
 from retrysafe.pipeline.rate_limit import RateLimiter
 from retrysafe.pipeline.tenancy import TenantResolver, by_credential
 from retrysafe.stores.url import UrlStore, store_from_url
+
+if TYPE_CHECKING:
+    import asyncpg
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 __all__ = ["DEFAULT_PURGE_INTERVAL", "AnyASGIApp", "RetrySafe", "install_exception_handlers"]
 
@@ -154,11 +158,65 @@ class RetrySafe:
         POST/PATCH), it is that attempt's transaction: the writes commit together
         with the recorded response, which is sent only after that commit, and they
         roll back with it when the answer is an error or the process dies. Outside
-        one, it is a transaction of its own, committed when the block ends. On
-        PostgreSQL ``(await conn.get_raw_connection()).driver_connection`` is the
-        asyncpg connection. A store that cannot share a transaction (memory,
-        Redis) raises TypeError: its guarantee is the README's weaker one.
+        one, it is a transaction of its own, committed when the block ends. Do not
+        commit or roll it back yourself: the block's end (or the record) does.
+        :meth:`session` and :meth:`asyncpg_connection` give the same transaction as
+        an ``AsyncSession`` and as asyncpg's connection. A store that cannot share a
+        transaction (memory, Redis) raises TypeError: its guarantee is the README's
+        weaker one.
         """
+        return cast(AbstractAsyncContextManager[Any], self._database().write())
+
+    @contextlib.asynccontextmanager
+    async def session(self, **options: Any) -> AsyncIterator[AsyncSession]:
+        """A SQLAlchemy ``AsyncSession`` on :meth:`transaction`'s connection.
+
+        ``async with app.session() as session:`` then ``session.add(...)`` and
+        ``await session.commit()``, as usual: the session joins the attempt's
+        transaction in a SAVEPOINT (``join_transaction_mode="create_savepoint"``), so
+        its ``commit()`` releases that savepoint and its ``rollback()`` undoes only
+        the session's own work; neither ends the attempt's transaction, which
+        commits with the record. What the session did not commit when the block
+        ends is rolled back, as with any session. ``options`` go to
+        ``AsyncSession`` (``expire_on_commit`` is False unless given).
+        """
+        from sqlalchemy.ext.asyncio import AsyncSession
+
+        options.setdefault("expire_on_commit", False)
+        async with (
+            self.transaction() as conn,
+            AsyncSession(bind=conn, join_transaction_mode="create_savepoint", **options) as session,
+        ):
+            yield session
+
+    @contextlib.asynccontextmanager
+    async def asyncpg_connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """The asyncpg connection under :meth:`transaction` (a ``postgresql://`` store).
+
+        ``async with app.asyncpg_connection() as conn: await conn.execute(...)``:
+        statements run in the attempt's transaction and commit with its record.
+        Do not start or end transactions on it other than with
+        ``conn.transaction()`` blocks nested inside (savepoints). Outside a keyed
+        request it is a transaction of its own, committed when the block ends.
+        """
+        database = self._database()
+        if database.is_sqlite:
+            raise TypeError(
+                f"The idempotency store {self.store!r} is on SQLite: asyncpg_connection()"
+                " needs a postgresql:// store; use transaction() or session() here."
+            )
+        async with database.write() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            if driver.is_in_transaction():
+                yield driver
+            else:
+                # SQLAlchemy begins on asyncpg only at its first statement: begin here.
+                async with driver.transaction():
+                    yield driver
+
+    def _database(self) -> Any:
+        """The SQL store's ``retrysafe.database.Database`` (not imported: a library part)."""
         store = self.store.store if isinstance(self.store, UrlStore) else self.store
         database = getattr(store, "database", None)
         if database is None:
@@ -166,7 +224,7 @@ class RetrySafe:
                 f"The idempotency store {self.store!r} cannot share a transaction with the"
                 " app's writes; only the SQL stores (sqlite:///…, postgresql://…) can."
             )
-        return cast(AbstractAsyncContextManager[Any], database.write())
+        return database
 
     async def startup(self) -> None:
         """Open the store and check it answers; what lifespan start-up does."""

@@ -15,8 +15,12 @@ class StoreUnavailable(Exception):
     The pipeline answers 503 with ``Retry-After``: retrying with the same
     idempotency key is safe. ``dependency`` names the backend (``database``,
     ``redis``) for logs and the ``retrysafe_dependency_errors_total`` metric.
+    ``subject`` is what the 503 tells the client is unreachable (``idempotency
+    store (redis)``); without it, ``database`` or ``redis store``, after
+    ``dependency``. A store may set it on an error passing through it.
     """
 
-    def __init__(self, message: str, *, dependency: str) -> None:
+    def __init__(self, message: str, *, dependency: str, subject: str | None = None) -> None:
         super().__init__(message)
         self.dependency = dependency
+        self.subject = subject

@@ -178,7 +178,7 @@ async def test_an_unreachable_store_fails_the_start_up_with_its_url() -> None:
     sent = await lifespan(RetrySafe(orders_api(), store=url))
     assert [m["type"] for m in sent] == ["lifespan.startup.failed"]
     message = sent[0]["message"]
-    assert message.startswith("retrysafe: The idempotency store at redis://:***@127.0.0.1:")
+    assert message.startswith("retrysafe: The idempotency store (redis) at redis://:***@127.0.0.1:")
     assert "unreachable" in message
     assert "hunter2" not in message
 

@@ -20,7 +20,9 @@ def test_an_unreachable_store_is_one_error_line_before_serving(tmp_path: Path) -
     )
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("retrysafe: error: The idempotency store at redis://:***@127.0.0.1:")
+    assert last.startswith(
+        "retrysafe: error: The idempotency store (redis) at redis://:***@127.0.0.1:"
+    )
     assert "unreachable" in last
     assert "hunter2" not in result.stderr
     assert "Traceback" not in result.stderr

@@ -82,7 +82,7 @@ async def test_an_unreachable_store_fails_the_services_start_up(tmp_path: Path) 
     app = create_app(settings)
     sent = await lifespan(app)
     assert sent[-1]["type"] == "lifespan.startup.failed"
-    assert "The idempotency store at redis://127.0.0.1:" in sent[-1]["message"]
+    assert "The idempotency store (redis) at redis://127.0.0.1:" in sent[-1]["message"]
 
 
 def test_an_unknown_store_scheme_is_refused_before_serving(tmp_path: Path) -> None:

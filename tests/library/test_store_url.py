@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from tests.support import postgres, redis_service
+from tests.support import redis_service
 from tests.support.throwaway import free_port
 
 from retrysafe.idempotency.decisions import Execute, Replay
@@ -89,23 +88,13 @@ async def test_sqlite_store_creates_only_the_records_table(tmp_path: Path) -> No
 
 async def test_an_unreachable_sqlite_file_is_store_unavailable(tmp_path: Path) -> None:
     store = store_from_url(f"sqlite:///{tmp_path / 'missing-dir' / 'idem.db'}")
-    with pytest.raises(StoreUnavailable, match="is unreachable") as raised:
+    kind = r"The idempotency store \(sqlite\) at sqlite:///"
+    with pytest.raises(StoreUnavailable, match=kind) as raised:
         await store.start()
     assert raised.value.dependency == "database"
     # aiosqlite stops a connection that failed to open by resolving one more future on
     # this loop from its thread: let that happen before the loop closes.
     await asyncio.sleep(0.2)
-
-
-@pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    if not await postgres.reachable():
-        pytest.skip(postgres.SKIP_REASON)
-    name = await postgres.create_database()
-    try:
-        yield postgres.url_of(name)
-    finally:
-        await postgres.drop_database(name)
 
 
 @pytest.mark.postgres
@@ -123,8 +112,11 @@ async def test_an_unreachable_postgresql_is_store_unavailable_without_its_passwo
     store = store_from_url(f"postgresql://app:hunter2@127.0.0.1:{free_port()}/x")
     with pytest.raises(StoreUnavailable) as raised:
         await store.start()
-    assert "postgresql://app:***@127.0.0.1" in str(raised.value)
+    assert "The idempotency store (postgresql) at postgresql://app:***@127.0.0.1" in str(
+        raised.value
+    )
     assert "hunter2" not in str(raised.value)
+    assert raised.value.dependency == "database"
 
 
 @pytest.mark.redis

@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import pytest
@@ -14,6 +15,8 @@ from tests.pipeline.asgi_apps import read_body, send_json
 from retrysafe.asgi import ASGIApp, Receive, Scope, Send, state
 from retrysafe.envelope import ApiError
 from retrysafe.pipeline import PipelineConfig, build_pipeline
+from retrysafe.pipeline.envelope_layer import ErrorEnvelopeLayer
+from retrysafe.pipeline.idempotency import IdempotencyLayer
 from retrysafe.pipeline.principal import PRINCIPAL_STATE_KEY, Principal
 from retrysafe.pipeline.tenancy import TenantResolver, by_credential, single_tenant
 from retrysafe.stores.memory import MemoryIdempotencyStore
@@ -190,3 +193,67 @@ def test_build_pipeline_needs_exactly_one_way_to_scope_keys() -> None:
             idempotency_store=store,
             tenant="acme",  # type: ignore[arg-type]
         )
+
+
+def test_the_idempotency_layer_alone_refuses_to_be_built_without_a_scope() -> None:
+    with pytest.raises(ValueError, match="needs a scope for its keys") as raised:
+        IdempotencyLayer(Counter(), store=MemoryIdempotencyStore(), ttl=60)
+    assert "tenant=" in str(raised.value)
+    assert "scoped_above=True" in str(raised.value)
+
+
+@asynccontextmanager
+async def layer_alone(app: ASGIApp, **scope: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The idempotency layer used on its own, inside only the envelope."""
+    layer = IdempotencyLayer(app, store=MemoryIdempotencyStore(), ttl=60, **scope)
+    transport = httpx.ASGITransport(app=ErrorEnvelopeLayer(layer))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http
+
+
+async def test_the_idempotency_layer_alone_scopes_keys_with_its_tenant() -> None:
+    app = Counter()
+    async with layer_alone(app, tenant=by_credential()) as http:
+        first = await http.post("/orders", json={}, headers=keyed("k", "Bearer a"))
+        replay = await http.post("/orders", json={}, headers=keyed("k", "Bearer a"))
+        other = await http.post("/orders", json={}, headers=keyed("k", "Bearer b"))
+        missing = await http.post("/orders", json={}, headers=keyed("k"))
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.content == first.content
+    assert other.headers.get("idempotent-replayed") is None
+    assert (missing.status_code, missing.json()["errors"][0]["code"]) == (401, "unauthenticated")
+    assert app.runs == 2
+
+
+async def test_the_idempotency_layer_alone_answers_a_raising_tenant_and_keeps_no_claim() -> None:
+    broken = True
+
+    def flaky(_scope: Scope) -> str:
+        if broken:
+            raise RuntimeError("tenant directory down")
+        return "t1"
+
+    app = Counter()
+    async with layer_alone(app, tenant=flaky) as http:
+        failed = await http.post("/orders", json={}, headers=keyed("k"))
+        broken = False
+        retried = await http.post("/orders", json={}, headers=keyed("k"))
+    assert (failed.status_code, failed.json()["errors"][0]["code"]) == (500, "internal_error")
+    assert retried.status_code == 201
+    assert app.runs == 1
+
+
+async def test_a_principal_set_above_wins_over_the_layers_own_tenant() -> None:
+    app = Counter()
+
+    async def authenticated(scope: Scope, receive: Receive, send: Send) -> None:
+        state(scope)[PRINCIPAL_STATE_KEY] = Principal("org_a", "key_a", frozenset())
+        await layer(scope, receive, send)
+
+    layer = IdempotencyLayer(
+        app, store=MemoryIdempotencyStore(), ttl=60, tenant=single_tenant(), scoped_above=True
+    )
+    transport = httpx.ASGITransport(app=authenticated)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        await http.post("/orders", json={}, headers=keyed("k"))
+    assert app.tenants == ["org_a"]

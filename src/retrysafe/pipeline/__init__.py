@@ -128,6 +128,7 @@ def build_pipeline(
         clock=clock,
         deferrable=deferrable,
         max_recorded_response=config.max_recorded_response,
+        scoped_above=True,  # step 5 below sets the principal
     )  # 6. replay, 409 in flight, 422 mismatch
     if route_table is not None:
         app = AuthorizationLayer(app, routes=route_table)  # 5b. 404/405, 403 scope

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -26,8 +27,11 @@ from retrysafe.idempotency.records import RecordKey, StoredResponse
 from retrysafe.idempotency.recovery import RECOVERY_STATE_KEY, RecoveryPoints
 from retrysafe.idempotency.store import DeferringIdempotencyStore, IdempotencyStore
 from retrysafe.pipeline.body_spool import BodySpool
-from retrysafe.pipeline.principal import principal_of, request_id_of
+from retrysafe.pipeline.principal import Principal, principal_of, request_id_of
 from retrysafe.unavailable import StoreUnavailable
+
+if TYPE_CHECKING:
+    from retrysafe.pipeline.tenancy import TenantResolver
 
 IDEMPOTENT_METHODS = frozenset({"POST", "PATCH"})
 OUTCOME_STATE_KEY = "retrysafe.idempotency_outcome"
@@ -104,6 +108,15 @@ class IdempotencyLayer:
     claim deferred to their commit: only for endpoints whose every effect goes
     through the database, since across processes two of them with one key may
     both run before one of them wins (the other is answered from its record).
+
+    The layer never silently does nothing: a key needs a scope, so it is built
+    either with ``tenant`` (a resolver on the request scope, see
+    :mod:`.tenancy`: the layer then names the tenant itself, 401 for a keyed
+    request without one) or with ``scoped_above=True``, saying a layer above it
+    sets the principal (:class:`~.authentication.AuthenticationLayer` or
+    :class:`~.tenancy.TenantLayer`, as :func:`~retrysafe.pipeline.build_pipeline`
+    does). Without either it refuses to be built. Given both, ``tenant`` serves
+    the requests that came through without a principal.
     """
 
     def __init__(
@@ -115,7 +128,24 @@ class IdempotencyLayer:
         clock: Callable[[], float] | None = None,
         deferrable: Callable[[Scope], bool] | None = None,
         max_recorded_response: int = DEFAULT_MAX_RECORDED_RESPONSE,
+        tenant: TenantResolver | None = None,
+        scoped_above: bool = False,
     ) -> None:
+        if tenant is None and not scoped_above:
+            raise ValueError(
+                "IdempotencyLayer needs a scope for its keys, or it would record nothing:"
+                " pass tenant= (retrysafe.asgi.by_credential(), single_tenant(), or a"
+                " callable on the request scope), or scoped_above=True when a layer above"
+                " it sets the principal (AuthenticationLayer or TenantLayer, as"
+                " build_pipeline and retrysafe.asgi.RetrySafe do)."
+            )
+        self._unscoped: ASGIApp | None = None
+        if tenant is not None:
+            from retrysafe.pipeline.tenancy import TenantLayer  # tenancy imports this module
+
+            # A keyed request without a principal goes through the tenant layer, which
+            # sets one (or answers 401) and hands the request back to this layer.
+            self._unscoped = TenantLayer(self._scoped, tenant)
         self.app = app
         self.store = store
         self.ttl = ttl
@@ -133,10 +163,31 @@ class IdempotencyLayer:
             await self.app(scope, receive, send)
             return
         raw_key = header(scope, b"idempotency-key")
-        principal = principal_of(scope)
-        if raw_key is None or principal is None:
+        if raw_key is None:
             await self.app(scope, receive, send)
             return
+        principal = principal_of(scope)
+        if principal is None:
+            if self._unscoped is not None:
+                await self._unscoped(scope, receive, send)
+            else:
+                # Let through above without a principal (the service's public paths):
+                # there is no scope to record the key in.
+                await self.app(scope, receive, send)
+            return
+        await self._keyed(scope, receive, send, raw_key, principal)
+
+    async def _scoped(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A keyed request the tenant layer has just given a principal."""
+        raw_key = header(scope, b"idempotency-key")
+        principal = principal_of(scope)
+        assert raw_key is not None
+        assert principal is not None
+        await self._keyed(scope, receive, send, raw_key, principal)
+
+    async def _keyed(
+        self, scope: Scope, receive: Receive, send: Send, raw_key: bytes, principal: Principal
+    ) -> None:
         try:
             key = RecordKey(principal.organization_id, parse_idempotency_key(raw_key))
         except InvalidIdempotencyKey as exc:

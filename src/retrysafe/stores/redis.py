@@ -83,6 +83,9 @@ CONNECT_TIMEOUT = 0.5
 COMMAND_TIMEOUT = 2.0
 """Seconds one command (a short Lua script) may take before the store counts as down."""
 
+SUBJECT = "idempotency store (redis)"
+"""What the 503 of an unreachable Redis tells the client: this store, not a database."""
+
 _TAKE_OVER_ATTEMPTS = 3
 
 # Claim the key when it is free or logically expired (past its TTL and no lease
@@ -362,7 +365,7 @@ class RedisIdempotencyStore:
             if batch:
                 purged += await self._purge_batch(batch, now)
         except RedisError as exc:
-            raise StoreUnavailable(f"Redis: {exc}", dependency="redis") from exc
+            raise StoreUnavailable(f"Redis: {exc}", dependency="redis", subject=SUBJECT) from exc
         return purged
 
     async def _purge_batch(self, keys: Sequence[bytes], now: float) -> int:
@@ -379,7 +382,7 @@ class RedisIdempotencyStore:
         try:
             return await cast(Awaitable[Any], script(keys=keys, args=args))
         except RedisError as exc:
-            raise StoreUnavailable(f"Redis: {exc}", dependency="redis") from exc
+            raise StoreUnavailable(f"Redis: {exc}", dependency="redis", subject=SUBJECT) from exc
 
 
 class _RedisAttempt:

@@ -4,9 +4,10 @@
 and the tests use. A URL with an unknown scheme, or for a backend whose extra is
 not installed, is a :class:`ValueError` at once; an unreachable backend is found
 by :meth:`UrlStore.start` (at start-up, before the first request) and reported as
-:class:`~retrysafe.unavailable.StoreUnavailable` naming the URL without its
-password. Backends are imported only when their scheme is asked for, so a memory
-or Redis store loads no SQL driver.
+:class:`~retrysafe.unavailable.StoreUnavailable` naming the kind of store and
+the URL without its password; one that goes away later is a 503 naming the
+idempotency store and its kind. Backends are imported only when their scheme is
+asked for, so a memory or Redis store loads no SQL driver.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ SCHEMES = ("memory", "sqlite", "postgresql", "postgres", "redis", "rediss", "uni
 _SQL = frozenset({"sqlite", "postgresql", "postgres"})
 _REDIS = frozenset({"redis", "rediss", "unix"})
 _EXTRA = {"sqlite": "sqlite", "postgresql": "postgres", "postgres": "postgres"}
+_KIND = {"postgres": "postgresql", "rediss": "redis", "unix": "redis"}
+"""The kind of store a scheme names, in messages, where it is not the scheme itself."""
 
 
 def display_url(url: str) -> str:
@@ -81,6 +84,11 @@ class UrlStore:
             )
         self.url = url
         self.backend = "memory" if scheme == "memory" else "sql" if scheme in _SQL else "redis"
+        self.kind = _KIND.get(scheme, scheme)
+        """``memory``, ``sqlite``, ``postgresql`` or ``redis``: what messages call the store."""
+        self.subject = f"idempotency store ({self.kind})"
+        """What a 503 tells the client is unreachable when this store is."""
+        self._dependency = "database" if self.backend == "sql" else self.backend
         self.lease_seconds = lease_seconds
         self._opened: _Opened | None = None
         self._lock = asyncio.Lock()
@@ -112,7 +120,11 @@ class UrlStore:
             return
         async with self._lock:
             if self._opened is None:
-                self._opened = await self._open()
+                try:
+                    self._opened = await self._open()
+                except StoreUnavailable as exc:
+                    exc.subject = self.subject
+                    raise
 
     async def aclose(self) -> None:
         """Close the backend's connections (a memory store keeps its records until exit)."""
@@ -131,8 +143,15 @@ class UrlStore:
             await self.start()
             opened = self._opened
             assert opened is not None
-        async with opened.store.attempt(key, fingerprint, now=now, ttl=ttl) as decision:
-            yield decision
+        try:
+            async with opened.store.attempt(key, fingerprint, now=now, ttl=ttl) as decision:
+                yield decision
+        except StoreUnavailable as exc:
+            # The backend went away mid-run: the client's 503 names this store (on a SQL
+            # store the app's joined writes are in its database too), not "the database".
+            if exc.subject is None and exc.dependency == self._dependency:
+                exc.subject = self.subject
+            raise
 
     async def purge_expired(self, now: float) -> int:
         await self.start()
@@ -154,7 +173,7 @@ class UrlStore:
             except Exception as exc:
                 await db.dispose()
                 raise StoreUnavailable(
-                    f"The idempotency store at {self.display_url} is unreachable: {exc}",
+                    f"The {self.subject} at {self.display_url} is unreachable: {exc}",
                     dependency="database",
                 ) from exc
             store = SqlIdempotencyStore(db, lease_seconds=self.lease_seconds)
@@ -173,7 +192,7 @@ class UrlStore:
             except (RedisError, OSError) as exc:
                 await client.aclose()
                 raise StoreUnavailable(
-                    f"The idempotency store at {self.display_url} is unreachable: {exc}",
+                    f"The {self.subject} at {self.display_url} is unreachable: {exc}",
                     dependency="redis",
                 ) from exc
             store = RedisIdempotencyStore(
