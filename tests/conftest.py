@@ -10,21 +10,21 @@ PostgreSQL.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import pytest
 import structlog
 import uvicorn
+from tests.support import postgres
+from tests.support.sync import run_sync
 
 from retrysafe.database import Database
 from retrysafe.database.migrate import upgrade
@@ -32,6 +32,9 @@ from retrysafe.service import admin
 from retrysafe.service.api_keys import ALL_SCOPES
 from retrysafe.service.app import create_app
 from retrysafe.settings import Settings
+
+if TYPE_CHECKING:
+    from tests.server_process import ServerProcess
 
 T = TypeVar("T")
 
@@ -43,20 +46,6 @@ TEST_SETTINGS = Settings(
     purge_interval=3600.0,
 )
 """Defaults of every test server; ``database_url`` and ``document_dir`` are set per test."""
-
-
-def run_sync(coroutine_factory: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine to completion from sync *or* async test code.
-
-    A fresh thread gets its own event loop, so this works even while the test's
-    own loop is running (``asyncio.run`` would refuse there).
-    """
-
-    async def main() -> T:
-        return await coroutine_factory()
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, main()).result()
 
 
 def with_database(url: str, action: Callable[[Database], Awaitable[T]]) -> T:
@@ -74,6 +63,18 @@ def with_database(url: str, action: Callable[[Database], Awaitable[T]]) -> T:
 
 def migrate(url: str) -> None:
     with_database(url, upgrade)
+
+
+def new_api_key(
+    database_url: str, org: str = "acme", scopes: list[str] | tuple[str, ...] | None = None
+) -> str:
+    """A fresh API key (the presented secret) for ``org`` on ``database_url``, created if absent."""
+    chosen = tuple(scopes) if scopes is not None else ALL_SCOPES
+
+    async def create(db: Database) -> tuple[str, str]:
+        return await admin.create_api_key(db, org, scopes=chosen)
+
+    return with_database(database_url, create)[1]
 
 
 @dataclass
@@ -97,12 +98,7 @@ class LiveServer:
 
     def new_key(self, org: str = "acme", scopes: list[str] | tuple[str, ...] | None = None) -> str:
         """A fresh API key (the presented secret) for ``org``, created if absent."""
-        chosen = tuple(scopes) if scopes is not None else ALL_SCOPES
-
-        async def create(db: Database) -> tuple[str, str]:
-            return await admin.create_api_key(db, org, scopes=chosen)
-
-        return with_database(self.database_url, create)[1]
+        return new_api_key(self.database_url, org, scopes)
 
     def revoke_key(self, secret: str) -> bool:
         key_id = secret.removeprefix("rsk_").partition(".")[0]
@@ -217,6 +213,35 @@ def database_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'retrysafe.db'}"
 
 
+@pytest.fixture
+async def sqlite_database(tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated SQLite database, the file ``tmp_path / "migrated.db"``, disposed afterwards."""
+    db = Database(f"sqlite:///{tmp_path / 'migrated.db'}")
+    await upgrade(db)
+    yield db
+    await db.dispose()
+
+
+DATABASE_BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+"""The SQL databases a test runs on; PostgreSQL skips when unreachable (fails under CI=true)."""
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database, dropped afterwards."""
+    with postgres.new_database_sync() as url:
+        yield url
+
+
+@pytest.fixture(params=DATABASE_BACKENDS)
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database with no schema yet, on each of SQLite and PostgreSQL (the test runs twice)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'retrysafe.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
 @pytest.fixture(scope="session")
 def _stopping_servers() -> Iterator[list[LiveServer]]:
     """Servers whose shutdown was requested; joined once, at the end of the session.
@@ -260,6 +285,18 @@ def live_server(
     for server in servers:
         server.request_stop()
     _stopping_servers.extend(servers)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ServerProcess]]:
+    """Server and provider processes a test starts: every one is SIGKILLed at teardown.
+
+    A test that needs a clean shutdown (SIGTERM) calls ``stop()`` itself.
+    """
+    started: list[ServerProcess] = []
+    yield started
+    for process in started:
+        process.kill()
 
 
 @pytest.fixture

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Self
 
 import httpx
+from tests.support.throwaway import free_port
+
+__all__ = ["CLI", "ServerProcess", "clean_env", "free_port", "run_cli", "spawn", "start_server"]
 
 CLI = (sys.executable, "-m", "retrysafe")
 
@@ -39,10 +42,20 @@ def run_cli(
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def spawn(
+    args: Sequence[str], *, cwd: Path, env: Mapping[str, str], log_path: Path
+) -> subprocess.Popen[bytes]:
+    """``retrysafe ARGS`` in its own process group, stdout and stderr into ``log_path``."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [*CLI, *args],
+            cwd=cwd,
+            env=clean_env(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            # Its own group, so kill() and stop() reach uvicorn's worker processes too.
+            start_new_session=True,
+        )
 
 
 @dataclass
@@ -53,6 +66,11 @@ class ServerProcess:
     port: int
     log_path: Path
 
+    what: ClassVar[str] = "server"
+    """How failures name it."""
+    healthy_within: ClassVar[float] = 30
+    poll_every: ClassVar[float] = 0.1
+
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
@@ -60,19 +78,22 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_healthy(self, timeout: float = 30) -> None:
-        """Poll ``/health`` until it answers 200; fail with the server log otherwise."""
+    def wait_healthy(self, timeout: float | None = None) -> None:
+        """Poll ``/health`` until it answers 200; fail with the process's log otherwise."""
+        timeout = self.healthy_within if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
+                raise AssertionError(
+                    f"{self.what} exited with {self.process.returncode}:\n{self.log()}"
+                )
             try:
                 if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
-            time.sleep(0.1)
-        raise AssertionError(f"server not healthy within {timeout} s:\n{self.log()}")
+            time.sleep(self.poll_every)
+        raise AssertionError(f"{self.what} not healthy within {timeout} s:\n{self.log()}")
 
     def kill(self) -> None:
         """SIGKILL the whole group at once: no shutdown code runs, as in a crash."""
@@ -89,6 +110,12 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         return self.process.returncode
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 def start_server(
@@ -111,14 +138,5 @@ def start_server(
     else:
         port_args = ["--port", str(port)]
     log_path = cwd / f"serve-{port}-{time.monotonic_ns()}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [*CLI, "serve", *port_args, *args],
-            cwd=cwd,
-            env=clean_env(env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            # Its own group, so kill() and stop() reach uvicorn's worker processes too.
-            start_new_session=True,
-        )
+    process = spawn(["serve", *port_args, *args], cwd=cwd, env=env, log_path=log_path)
     return ServerProcess(process, port, log_path)

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tests.support.inner_pytest import run_pytest
 
-ROOT_CONFTEST = Path(__file__).resolve().parents[1] / "conftest.py"
-
-INI = """\
-[pytest]
-markers =
-    postgres: needs PostgreSQL
-    redis: needs Redis
-"""
+MARKERS = {"postgres": "needs PostgreSQL", "redis": "needs Redis"}
 
 SERVICE_SKIPS = """\
 import pytest
@@ -61,35 +51,16 @@ def test_postgres():
 """
 
 
-def run_pytest(tmp_path: Path, test_source: str, *, ci: bool) -> subprocess.CompletedProcess[str]:
-    """Run a tiny suite with a copy of the root conftest in its own rootdir."""
-    shutil.copy(ROOT_CONFTEST, tmp_path / "conftest.py")
-    (tmp_path / "pytest.ini").write_text(INI)
-    (tmp_path / "test_sample.py").write_text(test_source)
-    env = {key: value for key, value in os.environ.items() if key != "CI"}
-    if ci:
-        env["CI"] = "true"
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", str(tmp_path)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_service_skips_pass_locally(tmp_path: Path) -> None:
     """Without CI the suite passes with its service tests skipped."""
-    result = run_pytest(tmp_path, SERVICE_SKIPS, ci=False)
+    result = run_pytest(tmp_path, SERVICE_SKIPS, markers=MARKERS, ci=False)
     assert result.returncode == 0, result.stdout
     assert "2 skipped" in result.stdout
 
 
 def test_service_skips_fail_under_ci(tmp_path: Path) -> None:
     """Under CI=true a skip mentioning PostgreSQL, or of a redis-marked test, fails the run."""
-    result = run_pytest(tmp_path, SERVICE_SKIPS, ci=True)
+    result = run_pytest(tmp_path, SERVICE_SKIPS, markers=MARKERS, ci=True)
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout
     assert "service tests were skipped" in result.stdout
     assert "test_postgres_by_reason" in result.stdout
@@ -98,21 +69,21 @@ def test_service_skips_fail_under_ci(tmp_path: Path) -> None:
 
 def test_module_level_service_skip_fails_under_ci(tmp_path: Path) -> None:
     """A whole module skipped for want of Redis counts as well."""
-    result = run_pytest(tmp_path, MODULE_SKIP, ci=True)
+    result = run_pytest(tmp_path, MODULE_SKIP, markers=MARKERS, ci=True)
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout
     assert "no Redis server" in result.stdout
 
 
 def test_unrelated_skip_passes_under_ci(tmp_path: Path) -> None:
     """Skips that have nothing to do with PostgreSQL or Redis stay plain skips."""
-    result = run_pytest(tmp_path, UNRELATED_SKIP, ci=True)
+    result = run_pytest(tmp_path, UNRELATED_SKIP, markers=MARKERS, ci=True)
     assert result.returncode == 0, result.stdout
     assert "service tests were skipped" not in result.stdout
 
 
 def test_failures_keep_their_status_under_ci(tmp_path: Path) -> None:
     """A real failure is still reported as one, with the skip listed beside it."""
-    result = run_pytest(tmp_path, FAILING, ci=True)
+    result = run_pytest(tmp_path, FAILING, markers=MARKERS, ci=True)
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout
     assert "1 failed" in result.stdout
     assert "PostgreSQL down" in result.stdout

@@ -15,15 +15,12 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
-from tests.conftest import run_sync
-from tests.support import postgres
 
 from server_process import ServerProcess, run_cli, start_server
 
@@ -38,21 +35,6 @@ BUDGET = 55.0
 SERVER_ARGS = ("--rate-limit", "1000000/second", "--max-in-flight", "10000")
 
 COUNT_ACCOUNTS = "SELECT count(*), count(DISTINCT reference_id) FROM accounts"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A new database, left empty: ``keys create`` creates and migrates it as a user's would."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'crash.db'}"
-        return
-    if not run_sync(postgres.reachable):
-        pytest.skip(postgres.SKIP_REASON)
-    name = run_sync(postgres.create_database)
-    try:
-        yield postgres.url_of(name)
-    finally:
-        run_sync(lambda: postgres.drop_database(name))
 
 
 async def count_accounts(url: str) -> tuple[int, int]:
@@ -192,14 +174,18 @@ async def accounts_by_reference(
     return dict(results)
 
 
-async def test_sigkill_mid_traffic_then_retry_every_key(tmp_path: Path, database_url: str) -> None:
+async def test_sigkill_mid_traffic_then_retry_every_key(
+    tmp_path: Path, empty_database_url: str
+) -> None:
     """Before the crash: answers are durable. After it: one account per key, replays exact."""
     budget = Budget(BUDGET)
-    created = run_cli("keys", "create", "--org", "crash", "--database", database_url, cwd=tmp_path)
+    created = run_cli(
+        "keys", "create", "--org", "crash", "--database", empty_database_url, cwd=tmp_path
+    )
     assert created.returncode == 0, created.stderr
     secret = created.stdout.splitlines()[-1]
 
-    first = start_server([*SERVER_ARGS, "--database", database_url], cwd=tmp_path)
+    first = start_server([*SERVER_ARGS, "--database", empty_database_url], cwd=tmp_path)
     try:
         first.wait_healthy(timeout=min(30, budget.left()))
         before = await traffic_until_killed(first, secret, budget)
@@ -210,7 +196,7 @@ async def test_sigkill_mid_traffic_then_retry_every_key(tmp_path: Path, database
     assert KILL_AFTER <= len(before) < KEYS, len(before)
     assert {seen.status for seen in before.values()} <= {201, 503}, before
 
-    second = start_server([*SERVER_ARGS, "--database", database_url], cwd=tmp_path)
+    second = start_server([*SERVER_ARGS, "--database", empty_database_url], cwd=tmp_path)
     try:
         second.wait_healthy(timeout=min(30, budget.left()))
         after = await retry_everything(second, secret, budget)
@@ -237,4 +223,4 @@ async def test_sigkill_mid_traffic_then_retry_every_key(tmp_path: Path, database
         account_id = json.loads(retry.body)["data"]["id"]
         assert listed[i] == [account_id], (i, listed[i])
 
-    assert await count_accounts(database_url) == (KEYS, KEYS)
+    assert await count_accounts(empty_database_url) == (KEYS, KEYS)

@@ -20,7 +20,6 @@ does not flake on noise.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -53,22 +52,14 @@ def _peak_rss(server: ServerProcess) -> int:
     raise AssertionError("no VmHWM in /proc/PID/status")
 
 
-@pytest.fixture
-def servers() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    for server in started:
-        server.kill()
-
-
-def _peak_growth(tmp_path: Path, servers: list[ServerProcess], *, keyed: bool) -> int:
+def _peak_growth(tmp_path: Path, processes: list[ServerProcess], *, keyed: bool) -> int:
     """How much a fresh server's peak RSS grows for one 48 MiB field request."""
     db_url = f"sqlite:///{tmp_path / ('keyed' if keyed else 'unkeyed')}.db"
     created = run_cli("keys", "create", "--org", "memory", "--database", db_url, cwd=tmp_path)
     assert created.returncode == 0, created.stderr
     secret = created.stdout.splitlines()[-1]
     server = start_server(["--database", db_url], cwd=tmp_path)
-    servers.append(server)
+    processes.append(server)
     server.wait_healthy()
     with httpx.Client(base_url=server.base_url + "/api/v1", timeout=60) as http:
 
@@ -98,10 +89,10 @@ def _peak_growth(tmp_path: Path, servers: list[ServerProcess], *, keyed: bool) -
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/status")
 def test_a_huge_field_with_a_key_raises_peak_rss_no_more_than_without(
-    tmp_path: Path, servers: list[ServerProcess]
+    tmp_path: Path, processes: list[ServerProcess]
 ) -> None:
-    unkeyed = _peak_growth(tmp_path, servers, keyed=False)
-    keyed = _peak_growth(tmp_path, servers, keyed=True)
+    unkeyed = _peak_growth(tmp_path, processes, keyed=False)
+    keyed = _peak_growth(tmp_path, processes, keyed=True)
     print(f"peak RSS growth: without key {unkeyed / MiB:.1f} MiB, with key {keyed / MiB:.1f} MiB")
     assert keyed < unkeyed + MARGIN, (
         f"with a key the peak grew {keyed / MiB:.1f} MiB, without {unkeyed / MiB:.1f} MiB"

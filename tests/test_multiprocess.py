@@ -21,7 +21,7 @@ import asyncpg
 import httpx
 import pytest
 import redis
-from tests.conftest import run_sync, with_database
+from tests.conftest import with_database
 from tests.support import postgres
 
 from retrysafe.database import Database
@@ -79,25 +79,21 @@ def redis_reachable() -> bool:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Both servers started at once on a new, empty database: they migrate it together."""
-    if not run_sync(postgres.reachable):
-        pytest.skip(postgres.SKIP_REASON)
-    if not redis_reachable():
-        pytest.skip(f"Redis is not reachable at {REDIS_URL}")
-    cwd = tmp_path_factory.mktemp("cluster")
-    name = run_sync(postgres.create_database)
-    url = postgres.url_of(name)
-    args = ["--database", url, "--redis", REDIS_URL, "--rate-limit", RATE_LIMIT]
-    servers = (start_server(args, cwd=cwd), start_server(args, cwd=cwd))
-    built = Cluster(servers, url, [])
-    try:
-        for server in servers:
-            server.wait_healthy(timeout=TIMEOUT)
-        yield built
-    finally:
-        for server in servers:
-            server.stop()
-        run_sync(lambda: postgres.drop_database(name))
-        _forget_rate_limits(built.secrets)
+    with postgres.new_database_sync() as url:
+        if not redis_reachable():
+            pytest.skip(f"Redis is not reachable at {REDIS_URL}")
+        cwd = tmp_path_factory.mktemp("cluster")
+        args = ["--database", url, "--redis", REDIS_URL, "--rate-limit", RATE_LIMIT]
+        servers = (start_server(args, cwd=cwd), start_server(args, cwd=cwd))
+        built = Cluster(servers, url, [])
+        try:
+            for server in servers:
+                server.wait_healthy(timeout=TIMEOUT)
+            yield built
+        finally:
+            for server in servers:
+                server.stop()
+            _forget_rate_limits(built.secrets)
 
 
 def _forget_rate_limits(secrets: list[str]) -> None:

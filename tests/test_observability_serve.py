@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,14 +14,6 @@ from server_process import ServerProcess, run_cli, start_server
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def servers() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    for server in started:
-        server.stop()
-
-
 def new_key(tmp_path: Path, db_url: str) -> str:
     result = run_cli("keys", "create", "--org", "acme", "--database", db_url, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -30,12 +21,12 @@ def new_key(tmp_path: Path, db_url: str) -> str:
 
 
 def test_each_request_is_one_json_line_without_secrets(
-    tmp_path: Path, servers: list[ServerProcess]
+    tmp_path: Path, processes: list[ServerProcess]
 ) -> None:
     db_url = f"sqlite:///{tmp_path / 'json.db'}"
     secret = new_key(tmp_path, db_url)
     server = start_server(["--database", db_url], cwd=tmp_path)
-    servers.append(server)
+    processes.append(server)
     server.wait_healthy()
     headers = {"Authorization": f"Bearer {secret}", "Idempotency-Key": "log-line-1"}
     body = {"data": {"attributes": {"name_first": "Ada Lovelace"}}}
@@ -57,12 +48,12 @@ def test_each_request_is_one_json_line_without_secrets(
     assert "Ada Lovelace" not in server.log()
 
 
-def test_console_format_is_text(tmp_path: Path, servers: list[ServerProcess]) -> None:
+def test_console_format_is_text(tmp_path: Path, processes: list[ServerProcess]) -> None:
     db_url = f"sqlite:///{tmp_path / 'console.db'}"
     server = start_server(
         ["--database", db_url], cwd=tmp_path, env={"RETRYSAFE_LOG_FORMAT": "console"}
     )
-    servers.append(server)
+    processes.append(server)
     server.wait_healthy()
     response = httpx.get(f"{server.base_url}/api/v1/accounts")
     assert response.status_code == 401
@@ -73,13 +64,13 @@ def test_console_format_is_text(tmp_path: Path, servers: list[ServerProcess]) ->
 
 
 def test_metrics_count_every_worker_whichever_answers_the_scrape(
-    tmp_path: Path, servers: list[ServerProcess]
+    tmp_path: Path, processes: list[ServerProcess]
 ) -> None:
     """serve --workers 2: requests spread over both; every scrape reports them all."""
     db_url = f"sqlite:///{tmp_path / 'workers.db'}"
     secret = new_key(tmp_path, db_url)
     server = start_server(["--database", db_url, "--workers", "2"], cwd=tmp_path)
-    servers.append(server)
+    processes.append(server)
     server.wait_healthy()
     sent = 24
     for _ in range(sent):  # a new connection each: the kernel spreads them over the workers
@@ -96,11 +87,11 @@ def test_metrics_count_every_worker_whichever_answers_the_scrape(
 
 
 def test_metrics_need_no_key_and_are_not_rate_limited(
-    tmp_path: Path, servers: list[ServerProcess]
+    tmp_path: Path, processes: list[ServerProcess]
 ) -> None:
     db_url = f"sqlite:///{tmp_path / 'scrape.db'}"
     server = start_server(["--database", db_url, "--rate-limit", "2/minute"], cwd=tmp_path)
-    servers.append(server)
+    processes.append(server)
     server.wait_healthy()
     answers = [httpx.get(f"{server.base_url}/metrics") for _ in range(4)]
     assert [a.status_code for a in answers] == [200] * 4

@@ -9,36 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 import asyncpg
 import httpx
 import pytest
-from tests.conftest import run_sync, with_database
-from tests.support import postgres
+from tests.conftest import new_api_key
 
 from retrysafe.config import ConfigError, settings_from_env
 from retrysafe.database import Database, DatabaseUnavailable
-from retrysafe.service import admin
-from retrysafe.service.api_keys import ALL_SCOPES
 from server_process import start_server
 
 POOL = 3
 TIMEOUT = 30.0
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A new, empty PostgreSQL database, dropped afterwards."""
-    if not run_sync(postgres.reachable):
-        pytest.skip(postgres.SKIP_REASON)
-    name = run_sync(postgres.create_database)
-    try:
-        yield postgres.url_of(name)
-    finally:
-        run_sync(lambda: postgres.drop_database(name))
 
 
 def test_the_pool_size_is_read_from_the_environment_and_checked() -> None:
@@ -95,10 +79,7 @@ async def test_serve_opens_at_most_pool_size_connections(tmp_path: Path, postgre
     try:
         server.wait_healthy(timeout=TIMEOUT)
 
-        async def create_key(db: Database) -> tuple[str, str]:
-            return await admin.create_api_key(db, "pool", scopes=ALL_SCOPES)
-
-        secret = with_database(postgres_url, create_key)[1]
+        secret = new_api_key(postgres_url, "pool")
         headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
         body = json.dumps({"data": {"attributes": {"name_first": "Ada"}}})
         blocker = await asyncpg.connect(postgres_url)

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from tests.support import postgres
-from tests.support.provider_process import ProviderProcess, start_provider
+from tests.support.provider_process import start_provider
 
 from server_process import ServerProcess, run_cli, start_server
 
@@ -30,48 +28,20 @@ PROVIDER_DELAY = 4.0
 KEY = "short-ttl-verification"
 
 
-@pytest.fixture
-def processes() -> Iterator[list[ServerProcess | ProviderProcess]]:
-    started: list[ServerProcess | ProviderProcess] = []
-    yield started
-    for process in started:
-        if isinstance(process, ServerProcess):
-            process.kill()
-        else:
-            process.stop()
-
-
-@pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    if not await postgres.reachable():
-        pytest.skip(postgres.SKIP_REASON)
-    name = await postgres.create_database()
-    try:
-        yield postgres.url_of(name)
-    finally:
-        await postgres.drop_database(name)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'short-ttl.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
 async def test_a_retry_after_the_ttl_meets_the_live_lease_and_then_replays(
-    tmp_path: Path, database_url: str, processes: list[ServerProcess | ProviderProcess]
+    tmp_path: Path, empty_database_url: str, processes: list[ServerProcess]
 ) -> None:
     provider = start_provider(tmp_path, "--delay", str(PROVIDER_DELAY))
     processes.append(provider)
-    created = run_cli("keys", "create", "--org", "ttl", "--database", database_url, cwd=tmp_path)
+    created = run_cli(
+        "keys", "create", "--org", "ttl", "--database", empty_database_url, cwd=tmp_path
+    )
     assert created.returncode == 0, created.stderr
     secret = created.stdout.splitlines()[-1]
     server = start_server(
         [
             "--database",
-            database_url,
+            empty_database_url,
             "--provider-url",
             provider.url,
             "--idempotency-ttl",

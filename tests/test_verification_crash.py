@@ -21,13 +21,11 @@ import json
 import signal
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
-from tests.support import postgres
 from tests.support.provider_process import ProviderProcess, start_provider
 
 from server_process import ServerProcess, run_cli, start_server
@@ -39,18 +37,7 @@ REQUEST_TIMEOUT = 4.0
 KEY = "verify-crash-1"
 BUDGET = 60.0
 
-Processes = list[ServerProcess | ProviderProcess]
-
-
-@pytest.fixture
-def processes() -> Iterator[Processes]:
-    started: Processes = []
-    yield started
-    for process in started:
-        if isinstance(process, ServerProcess):
-            process.kill()
-        else:
-            process.stop()
+Processes = list[ServerProcess]
 
 
 def serve(
@@ -171,17 +158,6 @@ async def test_sigkill_while_the_provider_runs_the_check(
     replay = await post_verification(second, secret, inquiry_id)
     assert replay.headers["idempotent-replayed"] == "true"
     assert replay.content == response.content
-
-
-@pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    if not await postgres.reachable():
-        pytest.skip(postgres.SKIP_REASON)
-    name = await postgres.create_database()
-    try:
-        yield postgres.url_of(name)
-    finally:
-        await postgres.drop_database(name)
 
 
 @pytest.mark.postgres

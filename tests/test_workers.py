@@ -25,8 +25,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from tests.conftest import run_sync, with_database
-from tests.support import postgres
+from tests.conftest import new_api_key, with_database
 
 from retrysafe.database import Database
 from retrysafe.service import admin
@@ -41,20 +40,6 @@ TIMEOUT = 30.0
 """Bound on each wait; SQLite's busy timeout (10 s) must outlast the hold, and does."""
 
 BODY = json.dumps({"data": {"attributes": {"reference_id": "worker-ref", "name_first": "Ada"}}})
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'workers.db'}"
-        return
-    if not run_sync(postgres.reachable):
-        pytest.skip(postgres.SKIP_REASON)
-    name = run_sync(postgres.create_database)
-    try:
-        yield postgres.url_of(name)
-    finally:
-        run_sync(lambda: postgres.drop_database(name))
 
 
 @asynccontextmanager
@@ -90,10 +75,17 @@ async def account_count(url: str) -> int:
 
 
 @pytest.fixture
-def workers_server(tmp_path: Path, database_url: str) -> Iterator[tuple[ServerProcess, str]]:
+def workers_server(tmp_path: Path, empty_database_url: str) -> Iterator[tuple[ServerProcess, str]]:
     """``serve --workers 2`` on the database (which it creates), and an API key for it."""
     server = start_server(
-        ["--workers", str(WORKERS), "--database", database_url, "--rate-limit", "100000/second"],
+        [
+            "--workers",
+            str(WORKERS),
+            "--database",
+            empty_database_url,
+            "--rate-limit",
+            "100000/second",
+        ],
         cwd=tmp_path,
     )
 
@@ -102,13 +94,13 @@ def workers_server(tmp_path: Path, database_url: str) -> Iterator[tuple[ServerPr
 
     try:
         server.wait_healthy(timeout=TIMEOUT)
-        yield server, with_database(database_url, create_key)[1]
+        yield server, with_database(empty_database_url, create_key)[1]
     finally:
         server.stop()
 
 
 async def test_duplicates_on_separate_connections_run_once_across_workers(
-    workers_server: tuple[ServerProcess, str], database_url: str
+    workers_server: tuple[ServerProcess, str], empty_database_url: str
 ) -> None:
     """While held: one waiting request per worker at most, the rest 409. Then one account."""
     server, secret = workers_server
@@ -126,8 +118,8 @@ async def test_duplicates_on_separate_connections_run_once_across_workers(
     # On PostgreSQL only the request holding the key's advisory lock waits on the held
     # table: the other worker's meets that lock and gets 409 at once. On SQLite each
     # worker's first waits for the write lock and then finds the record.
-    most = WORKERS if database_url.startswith("sqlite") else 1
-    async with account_writes_held(database_url):
+    most = WORKERS if empty_database_url.startswith("sqlite") else 1
+    async with account_writes_held(empty_database_url):
         tasks = [asyncio.create_task(post()) for _ in range(REQUESTS)]
         pending = set(tasks)
         deadline = time.monotonic() + TIMEOUT
@@ -156,7 +148,7 @@ async def test_duplicates_on_separate_connections_run_once_across_workers(
             assert retry.status_code == 201, retry.text
             assert retry.headers["idempotent-replayed"] == "true"
             assert retry.content == originals[0].content
-    assert await account_count(database_url) == 1
+    assert await account_count(empty_database_url) == 1
 
 
 def refuses_connections(port: int) -> bool:
@@ -167,7 +159,9 @@ def refuses_connections(port: int) -> bool:
     return False
 
 
-async def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path, database_url: str) -> None:
+async def test_sigterm_lets_the_request_in_flight_finish(
+    tmp_path: Path, empty_database_url: str
+) -> None:
     """A rolling restart's SIGTERM: no new connections, but the create running is answered.
 
     The create is held in flight by the lock; the process must stop listening,
@@ -175,20 +169,17 @@ async def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path, databas
     With ``--max-in-flight 1`` any other request is shed (503) while it runs,
     which is how the test knows it is in flight before sending the signal.
     """
-    server = start_server(["--database", database_url, "--max-in-flight", "1"], cwd=tmp_path)
+    server = start_server(["--database", empty_database_url, "--max-in-flight", "1"], cwd=tmp_path)
     try:
         server.wait_healthy(timeout=TIMEOUT)
 
-        async def create_key(db: Database) -> tuple[str, str]:
-            return await admin.create_api_key(db, "shutdown", scopes=ALL_SCOPES)
-
-        secret = with_database(database_url, create_key)[1]
+        secret = new_api_key(empty_database_url, "shutdown")
         headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
         async with (
             httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as client,
             httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as probe,
         ):
-            async with account_writes_held(database_url):
+            async with account_writes_held(empty_database_url):
 
                 def create() -> asyncio.Task[httpx.Response]:
                     return asyncio.create_task(
@@ -221,4 +212,4 @@ async def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path, databas
         assert "Application shutdown complete" in server.log()
     finally:
         server.stop()
-    assert await account_count(database_url) == 1
+    assert await account_count(empty_database_url) == 1

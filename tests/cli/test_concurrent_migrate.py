@@ -11,12 +11,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import run_sync
-from tests.support import postgres
 
 from server_process import CLI, clean_env, run_cli
 
@@ -24,21 +21,6 @@ pytestmark = pytest.mark.slow
 
 PROCESSES = 3
 TIMEOUT = 60
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def fresh_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The URL of a database with no schema yet (on PostgreSQL, created empty)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fresh.db'}"
-        return
-    if not run_sync(postgres.reachable):
-        pytest.skip(postgres.SKIP_REASON)
-    name = run_sync(postgres.create_database)
-    try:
-        yield postgres.url_of(name)
-    finally:
-        run_sync(lambda: postgres.drop_database(name))
 
 
 def revisions(url: str) -> list[str]:
@@ -59,11 +41,11 @@ def revisions(url: str) -> list[str]:
     return asyncio.run(fetch())
 
 
-def test_migrations_started_at_once_all_succeed(tmp_path: Path, fresh_database: str) -> None:
+def test_migrations_started_at_once_all_succeed(tmp_path: Path, empty_database_url: str) -> None:
     """Every one of several simultaneous ``retrysafe migrate`` runs exits 0, one schema results."""
     processes = [
         subprocess.Popen(
-            [*CLI, "migrate", "--database", fresh_database],
+            [*CLI, "migrate", "--database", empty_database_url],
             cwd=tmp_path,
             env=clean_env(),
             stdout=subprocess.PIPE,
@@ -74,7 +56,7 @@ def test_migrations_started_at_once_all_succeed(tmp_path: Path, fresh_database: 
     ]
     outcomes = [(process.wait(TIMEOUT), process.communicate()[1]) for process in processes]
     assert [code for code, _ in outcomes] == [0] * PROCESSES, outcomes
-    assert len(revisions(fresh_database)) == 1
+    assert len(revisions(empty_database_url)) == 1
 
 
 def test_a_database_migrated_by_a_newer_release_is_one_error_line(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import migrate, with_database
+from tests.support.records import request_record
 
 from retrysafe.database import Database
 from retrysafe.observability import Metrics, RequestRecord
@@ -26,24 +27,14 @@ DAY = 24 * 60 * 60
 
 
 def record(request_id: str, *, status: int = 200, **fields: object) -> RequestRecord:
-    values: dict[str, object] = {
-        "request_id": request_id,
-        "started_at": time.time(),
-        "method": "POST",
-        "path": "/api/v1/accounts",
-        "query": "",
-        "route": "/api/v1/accounts",
-        "status": status,
+    """A logged request as these tests print it: a 200, no organization, key or outcome."""
+    plain: dict[str, object] = {
         "duration_ms": 3.25,
         "organization_id": None,
-        "api_key_id": "key_1",
         "idempotency_key": None,
         "outcome": None,
-        "rate_limit": "allowed",
-        "error_code": None,
     }
-    values.update(fields)
-    return RequestRecord(**values)  # type: ignore[arg-type]
+    return request_record(request_id, status=status, **{**plain, **fields})
 
 
 def write(db_url: str, *records: RequestRecord) -> None:

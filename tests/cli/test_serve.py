@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,15 +15,6 @@ from .conftest import MainRunner
 BIG_BODY = {"data": {"attributes": {"name_first": "x" * 200}}}
 
 
-@pytest.fixture
-def servers() -> Iterator[list[ServerProcess]]:
-    """Servers a test starts; each is stopped even when the test fails."""
-    started: list[ServerProcess] = []
-    yield started
-    for server in started:
-        server.stop()
-
-
 def new_key(tmp_path: Path, db_url: str) -> tuple[str, str]:
     """(key_id, secret) of a fresh key for organization acme."""
     result = run_cli("keys", "create", "--org", "acme", "--database", db_url, cwd=tmp_path)
@@ -35,12 +25,12 @@ def new_key(tmp_path: Path, db_url: str) -> tuple[str, str]:
 
 @pytest.mark.slow
 def test_serve_migrates_answers_health_and_logs_where_it_listens(
-    tmp_path: Path, servers: list[ServerProcess]
+    tmp_path: Path, processes: list[ServerProcess]
 ) -> None:
     """A new SQLite file is created and migrated; /health answers; SIGTERM shuts down cleanly."""
     db_path = tmp_path / "fresh" / "serve.db"
     server = start_server(["--database", f"sqlite:///{db_path}"], cwd=tmp_path)
-    servers.append(server)
+    processes.append(server)
     server.wait_healthy()
     assert db_path.exists()
     assert f"created a new, empty database at {db_path}" in server.log()
@@ -53,7 +43,7 @@ def test_serve_migrates_answers_health_and_logs_where_it_listens(
 
 @pytest.mark.slow
 def test_serve_reads_every_setting_from_the_environment(
-    tmp_path: Path, servers: list[ServerProcess]
+    tmp_path: Path, processes: list[ServerProcess]
 ) -> None:
     """RETRYSAFE_PORT, _DATABASE, _MAX_BODY, _RATE_LIMIT and _LOG_LEVEL configure the server."""
     db_path = tmp_path / "env.db"
@@ -64,7 +54,7 @@ def test_serve_reads_every_setting_from_the_environment(
         "RETRYSAFE_LOG_LEVEL": "warning",
     }
     server = start_server([], cwd=tmp_path, env=env, port_from_env=True)
-    servers.append(server)
+    processes.append(server)
     server.wait_healthy()
     assert db_path.exists()
     assert f"from {db_path} (from RETRYSAFE_DATABASE) with 1 process" in server.log()
@@ -83,7 +73,7 @@ def test_serve_reads_every_setting_from_the_environment(
 
 @pytest.mark.slow
 def test_serve_workers_receive_the_same_settings(
-    tmp_path: Path, servers: list[ServerProcess]
+    tmp_path: Path, processes: list[ServerProcess]
 ) -> None:
     """With --workers 2 the worker processes get the flags through RETRYSAFE_* variables."""
     db_url = f"sqlite:///{tmp_path / 'workers.db'}"
@@ -91,7 +81,7 @@ def test_serve_workers_receive_the_same_settings(
         ["--workers", "2", "--database", db_url, "--max-body", "64", "--rate-limit", "77/minute"],
         cwd=tmp_path,
     )
-    servers.append(server)
+    processes.append(server)
     server.wait_healthy(timeout=45)
     assert "with 2 processes" in server.log()
     for _ in range(4):  # several requests, so both workers are likely to answer one
@@ -102,7 +92,9 @@ def test_serve_workers_receive_the_same_settings(
 
 
 @pytest.mark.slow
-def test_revoked_key_is_refused_by_the_server(tmp_path: Path, servers: list[ServerProcess]) -> None:
+def test_revoked_key_is_refused_by_the_server(
+    tmp_path: Path, processes: list[ServerProcess]
+) -> None:
     """keys create / keys revoke act on the database the server reads."""
     db_url = f"sqlite:///{tmp_path / 'keys.db'}"
     _, kept = new_key(tmp_path, db_url)
@@ -110,7 +102,7 @@ def test_revoked_key_is_refused_by_the_server(tmp_path: Path, servers: list[Serv
     assert run_cli("keys", "revoke", revoked_id, "--database", db_url, cwd=tmp_path).returncode == 0
 
     server = start_server(["--database", db_url], cwd=tmp_path)
-    servers.append(server)
+    processes.append(server)
     server.wait_healthy()
     url = f"{server.base_url}/api/v1/accounts"
     assert (

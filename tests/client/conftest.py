@@ -10,18 +10,16 @@ rate-limit test gets a second one started with a low ``--rate-limit``.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, Self
 
 import httpx
 import pytest
+from tests.server_process import ServerProcess, run_cli
+from tests.server_process import start_server as start_process
 from tests.support.fault_proxy import FaultProxy
 
 from retrysafe import AsyncClient, Client
@@ -33,52 +31,32 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 STARTUP_SECONDS = 30.0
 
 
-def retrysafe_command() -> list[str]:
-    """How to run the CLI from this interpreter (``__main__`` if present, else the module)."""
-    if (SRC / "retrysafe" / "__main__.py").exists():
-        return [sys.executable, "-m", "retrysafe"]
-    return [sys.executable, "-m", "retrysafe.cli"]
-
-
 def subprocess_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RETRYSAFE_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
     return env
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass
 class LiveServer:
-    """A ``retrysafe serve`` subprocess and one API key of a dedicated organization."""
+    """A ``retrysafe serve`` process and one API key of a dedicated organization."""
 
-    port: int
+    process: ServerProcess
+    directory: Path
     database_url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    log: IO[bytes]
     api_key: str = ""
-    keys: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def port(self) -> int:
+        return self.process.port
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.process.base_url
 
     def run_cli(self, *args: str) -> str:
         """``retrysafe ARGS --database <this server's>``; its stdout (the test fails otherwise)."""
-        result = subprocess.run(
-            [*retrysafe_command(), *args, "--database", self.database_url],
-            capture_output=True,
-            text=True,
-            env=subprocess_env(),
-            timeout=60,
-            check=False,
-        )
+        result = run_cli(*args, "--database", self.database_url, cwd=self.directory)
         if result.returncode != 0:
             pytest.fail(f"retrysafe {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result.stdout
@@ -86,17 +64,14 @@ class LiveServer:
     def create_key(self, org: str) -> str:
         return self.run_cli("keys", "create", "--org", org).strip().splitlines()[-1].strip()
 
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-        self.log.close()
+        self.process.stop(timeout=10)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 def start_server(directory: Path, *extra_args: str, port: int | None = None) -> LiveServer:
@@ -106,42 +81,15 @@ def start_server(directory: Path, *extra_args: str, port: int | None = None) -> 
     """
     directory.mkdir(parents=True, exist_ok=True)
     database_url = f"sqlite:///{(directory / 'retrysafe.db').resolve()}"
-    port = port or free_port()
-    log_path = directory / "server.log"
-    log = log_path.open("ab")
-    process = subprocess.Popen(
-        [
-            *retrysafe_command(),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--database",
-            database_url,
-            "--document-dir",
-            str(directory / "documents"),
-            *extra_args,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=subprocess_env(),
-    )
-    server = LiveServer(port, database_url, process, log_path, log)
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while True:
-        if process.poll() is not None:
-            server.stop()
-            pytest.fail(f"retrysafe serve exited with {process.returncode}:\n{server.log_text()}")
-        try:
-            if httpx.get(f"{server.url}/health", timeout=1.0).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            server.stop()
-            pytest.fail(f"retrysafe serve did not become healthy:\n{server.log_text()}")
-        time.sleep(0.1)
+    args = ["--host", "127.0.0.1", "--database", database_url]
+    args += ["--document-dir", str(directory / "documents"), *extra_args]
+    process = start_process(args, cwd=directory, port=port)
+    server = LiveServer(process, directory, database_url)
+    try:
+        process.wait_healthy(timeout=STARTUP_SECONDS)
+    except BaseException:
+        server.stop()
+        raise
     server.api_key = server.create_key(f"client-tests-{uuid.uuid4().hex[:8]}")
     return server
 
@@ -149,17 +97,15 @@ def start_server(directory: Path, *extra_args: str, port: int | None = None) -> 
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A server with a rate limit high enough never to interfere."""
-    server = start_server(tmp_path_factory.mktemp("server"), "--rate-limit", "10000/second")
-    yield server
-    server.stop()
+    with start_server(tmp_path_factory.mktemp("server"), "--rate-limit", "10000/second") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
 def throttled_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A server that allows 3 requests per second per API key."""
-    server = start_server(tmp_path_factory.mktemp("throttled"), "--rate-limit", "3/second")
-    yield server
-    server.stop()
+    with start_server(tmp_path_factory.mktemp("throttled"), "--rate-limit", "3/second") as server:
+        yield server
 
 
 @pytest.fixture(params=["sync", "async"])
@@ -172,6 +118,18 @@ def flavor(request: pytest.FixtureRequest) -> str:
 def proxy(live_server: LiveServer) -> Iterator[FaultProxy]:
     with FaultProxy("127.0.0.1", live_server.port) as fault_proxy:
         yield fault_proxy
+
+
+@pytest.fixture
+def relayed(
+    connect: Callable[..., AnyClient], proxy: FaultProxy, live_server: LiveServer
+) -> Callable[..., AnyClient]:
+    """``relayed(**options)`` → a client of this test's flavour to ``live_server`` via ``proxy``."""
+
+    def build(**options: Any) -> AnyClient:
+        return connect(proxy.url, live_server.api_key, **options)
+
+    return build
 
 
 def fast_policy(settings: RetrySettings) -> RetryPolicy:

@@ -75,12 +75,11 @@ def response_id(record: RecordedRequest) -> str:
 
 
 async def test_relay_creates_exactly_once(
-    connect: Connect,
+    relayed: Connect,
     proxy: FaultProxy,
-    live_server: LiveServer,
     new_accounts: Callable[[], list[Account]],
 ) -> None:
-    client = connect(proxy.url, live_server.api_key)
+    client = relayed()
     account = await resolve(client.accounts.create(name_first="Ada", name_last="Lovelace"))
     [post] = posts(proxy)
     assert post.forwarded
@@ -97,14 +96,13 @@ async def test_relay_creates_exactly_once(
 @pytest.mark.parametrize("fault", [Fault.DROP_AFTER_RESPONSE, Fault.RESET, Fault.STALL])
 async def test_answer_lost_after_commit_is_replayed_under_the_same_key(
     fault: Fault,
-    connect: Connect,
+    relayed: Connect,
     proxy: FaultProxy,
-    live_server: LiveServer,
     new_accounts: Callable[[], list[Account]],
 ) -> None:
     """The retry carries the first key, so the server replays its 201 instead of re-creating."""
     proxy.plan(fault, method="POST")
-    client = connect(proxy.url, live_server.api_key, timeout=httpx.Timeout(10.0, read=0.5))
+    client = relayed(timeout=httpx.Timeout(10.0, read=0.5))
     account = await resolve(client.accounts.create(name_first="Grace"))
     first, second = posts(proxy)
     assert (first.forwarded, second.forwarded) == (True, True)
@@ -116,9 +114,10 @@ async def test_answer_lost_after_commit_is_replayed_under_the_same_key(
 
 
 async def test_lost_answer_to_an_update_is_replayed(
-    connect: Connect, proxy: FaultProxy, live_server: LiveServer
+    relayed: Connect,
+    proxy: FaultProxy,
 ) -> None:
-    client = connect(proxy.url, live_server.api_key)
+    client = relayed()
     account = await resolve(client.accounts.create(name_first="Ada"))
     proxy.plan(Fault.RESET, method="PATCH")
     updated = await resolve(client.accounts.update(account.id, name_last="Lovelace"))
@@ -129,10 +128,11 @@ async def test_lost_answer_to_an_update_is_replayed(
 
 
 async def test_lost_answer_to_a_transition_is_replayed_not_refused(
-    connect: Connect, proxy: FaultProxy, live_server: LiveServer
+    relayed: Connect,
+    proxy: FaultProxy,
 ) -> None:
     """Running "complete" twice would be a 422 (completed → completed); the replay is a 200."""
-    client = connect(proxy.url, live_server.api_key)
+    client = relayed()
     inquiry = await resolve(client.inquiries.create(reference_id=f"user-{uuid.uuid4().hex[:8]}"))
     proxy.plan(Fault.DROP_AFTER_RESPONSE, method="POST")
     completed = await resolve(client.inquiries.complete(inquiry.id))
@@ -144,13 +144,12 @@ async def test_lost_answer_to_a_transition_is_replayed_not_refused(
 
 
 async def test_reset_before_the_server_saw_it_runs_on_retry(
-    connect: Connect,
+    relayed: Connect,
     proxy: FaultProxy,
-    live_server: LiveServer,
     new_accounts: Callable[[], list[Account]],
 ) -> None:
     proxy.plan(Fault.RESET_BEFORE_FORWARD, method="POST")
-    client = connect(proxy.url, live_server.api_key)
+    client = relayed()
     account = await resolve(client.accounts.create(name_first="Edsger"))
     first, second = posts(proxy)
     assert (first.forwarded, second.forwarded) == (False, True)
@@ -160,15 +159,14 @@ async def test_reset_before_the_server_saw_it_runs_on_retry(
 
 
 async def test_retries_exhausted_raise_but_the_key_still_makes_a_later_retry_safe(
-    connect: Connect,
+    relayed: Connect,
     proxy: FaultProxy,
-    live_server: LiveServer,
     new_accounts: Callable[[], list[Account]],
 ) -> None:
     """Three lost answers: the caller gets APIConnectionError, the server holds one account,
     and calling again with the error's key returns that account."""
     proxy.plan(*[Fault.DROP_AFTER_RESPONSE] * 3, method="POST")
-    client = connect(proxy.url, live_server.api_key, max_retries=2)
+    client = relayed(max_retries=2)
     with pytest.raises(APIConnectionError) as caught:
         await resolve(client.accounts.create(name_first="Barbara"))
     sent = posts(proxy)
@@ -186,14 +184,13 @@ async def test_retries_exhausted_raise_but_the_key_still_makes_a_later_retry_saf
 
 
 async def test_deadline_bounds_the_whole_call(
-    connect: Connect,
+    relayed: Connect,
     proxy: FaultProxy,
-    live_server: LiveServer,
     new_accounts: Callable[[], list[Account]],
 ) -> None:
     """A stalled answer with a 10 s read timeout still ends at the 1 s deadline."""
     proxy.plan(Fault.STALL, method="POST")
-    client = connect(proxy.url, live_server.api_key, deadline=1.0)
+    client = relayed(deadline=1.0)
     started = time.monotonic()
     with pytest.raises(APITimeoutError) as caught:
         await resolve(client.accounts.create(name_first="Alan"))
@@ -220,13 +217,12 @@ async def test_deadline_bounds_the_whole_call(
 )
 async def test_backpressure_is_waited_out_under_the_same_key(
     answer: Canned,
-    connect: Connect,
+    relayed: Connect,
     proxy: FaultProxy,
-    live_server: LiveServer,
     new_accounts: Callable[[], list[Account]],
 ) -> None:
     proxy.plan(answer, method="POST")
-    client = connect(proxy.url, live_server.api_key)
+    client = relayed()
     account = await resolve(client.accounts.create(name_first="Katherine"))
     first, second = posts(proxy)
     assert (first.forwarded, second.forwarded) == (False, True)
@@ -238,15 +234,14 @@ async def test_backpressure_is_waited_out_under_the_same_key(
 
 
 async def test_server_error_after_commit_is_indeterminate_and_same_key_recovers(
-    connect: Connect,
+    relayed: Connect,
     proxy: FaultProxy,
-    live_server: LiveServer,
     new_accounts: Callable[[], list[Account]],
 ) -> None:
     """The caller sees a 500 although the write happened: it is told the outcome is unknown,
     and retrying with the same key reveals it without writing twice."""
     proxy.plan(ReplaceAnswer(Canned.error(500, "internal_error")), method="POST")
-    client = connect(proxy.url, live_server.api_key)
+    client = relayed()
     with pytest.raises(ServerError) as caught:
         await resolve(client.accounts.create(name_first="Hedy"))
     assert caught.value.indeterminate
@@ -262,13 +257,12 @@ async def test_server_error_after_commit_is_indeterminate_and_same_key_recovers(
 
 
 async def test_server_error_before_the_server_is_raised_and_nothing_happened(
-    connect: Connect,
+    relayed: Connect,
     proxy: FaultProxy,
-    live_server: LiveServer,
     new_accounts: Callable[[], list[Account]],
 ) -> None:
     proxy.plan(Canned.error(500, "internal_error"), method="POST")
-    client = connect(proxy.url, live_server.api_key)
+    client = relayed()
     with pytest.raises(ServerError):
         await resolve(client.accounts.create(name_first="Radia"))
     assert [record.forwarded for record in posts(proxy)] == [False]
@@ -276,16 +270,15 @@ async def test_server_error_before_the_server_is_raised_and_nothing_happened(
 
 
 async def test_retry_server_errors_with_reference_id_groups_inquiries_under_one_account(
-    connect: Connect,
+    relayed: Connect,
     proxy: FaultProxy,
-    live_server: LiveServer,
     new_accounts: Callable[[], list[Account]],
 ) -> None:
     """The opt-in retry uses a NEW key, so the inquiry is created twice — but both join the
     account with the caller's reference_id: one account, as the docs promise."""
     reference_id = f"user-{uuid.uuid4().hex[:8]}"
     proxy.plan(ReplaceAnswer(Canned.error(502, "bad_gateway")), method="POST")
-    client = connect(proxy.url, live_server.api_key, retry_server_errors=True)
+    client = relayed(retry_server_errors=True)
     inquiry = await resolve(client.inquiries.create(reference_id=reference_id))
     first, second = posts(proxy, INQUIRIES)
     assert (first.forwarded, second.forwarded) == (True, True)
@@ -300,16 +293,15 @@ async def test_retry_server_errors_with_reference_id_groups_inquiries_under_one_
 
 
 async def test_retry_server_errors_resolves_the_duplicate_to_the_account_it_made(
-    connect: Connect,
+    relayed: Connect,
     proxy: FaultProxy,
-    live_server: LiveServer,
     new_accounts: Callable[[], list[Account]],
 ) -> None:
     """The 502 hid a commit; the new-key retry meets its reference_id (409 duplicate), and the
     client fetches that account instead of raising: one account, returned to the caller."""
     reference_id = f"user-{uuid.uuid4().hex[:8]}"
     proxy.plan(ReplaceAnswer(Canned.error(502, "bad_gateway")), method="POST")
-    client = connect(proxy.url, live_server.api_key, retry_server_errors=True)
+    client = relayed(retry_server_errors=True)
     account = await resolve(client.accounts.create(reference_id=reference_id))
     first, second = posts(proxy)
     assert first.idempotency_key != second.idempotency_key
@@ -327,14 +319,13 @@ async def test_retry_server_errors_resolves_the_duplicate_to_the_account_it_made
 
 
 async def test_client_wide_retry_server_errors_leaves_ungrouped_creates_alone(
-    connect: Connect,
+    relayed: Connect,
     proxy: FaultProxy,
-    live_server: LiveServer,
     new_accounts: Callable[[], list[Account]],
 ) -> None:
     """Without a reference_id a second execution would be a second account: not retried."""
     proxy.plan(ReplaceAnswer(Canned.error(502, "bad_gateway")), method="POST")
-    client = connect(proxy.url, live_server.api_key, retry_server_errors=True)
+    client = relayed(retry_server_errors=True)
     with pytest.raises(ServerError) as caught:
         await resolve(client.accounts.create(name_first="Once"))
     assert (caught.value.may_have_executed, caught.value.recorded) == (True, True)
@@ -343,14 +334,13 @@ async def test_client_wide_retry_server_errors_leaves_ungrouped_creates_alone(
 
 
 async def test_per_call_retry_server_errors_without_grouping_duplicates_the_write(
-    connect: Connect,
+    relayed: Connect,
     proxy: FaultProxy,
-    live_server: LiveServer,
     new_accounts: Callable[[], list[Account]],
 ) -> None:
     """The hazard the docs warn about, asked for explicitly: a new key, two accounts."""
     proxy.plan(ReplaceAnswer(Canned.error(502, "bad_gateway")), method="POST")
-    client = connect(proxy.url, live_server.api_key)
+    client = relayed()
     await resolve(client.accounts.create(name_first="Twice", retry_server_errors=True))
     first, second = posts(proxy)
     assert first.idempotency_key != second.idempotency_key
@@ -370,12 +360,11 @@ async def test_unknown_key_is_401_at_once(connect: Connect, proxy: FaultProxy) -
 
 
 async def test_not_found_duplicate_mismatch_and_invalid_value_are_not_retried(
-    connect: Connect,
+    relayed: Connect,
     proxy: FaultProxy,
-    live_server: LiveServer,
     new_accounts: Callable[[], list[Account]],
 ) -> None:
-    client = connect(proxy.url, live_server.api_key)
+    client = relayed()
     reference_id = f"user-{uuid.uuid4().hex[:8]}"
     key = str(uuid.uuid4())
     await resolve(client.accounts.create(reference_id=reference_id, idempotency_key=key))
@@ -399,9 +388,10 @@ async def test_not_found_duplicate_mismatch_and_invalid_value_are_not_retried(
 
 
 async def test_list_paginates_through_every_page(
-    connect: Connect, proxy: FaultProxy, live_server: LiveServer
+    relayed: Connect,
+    proxy: FaultProxy,
 ) -> None:
-    client = connect(proxy.url, live_server.api_key)
+    client = relayed()
     created = [await resolve(client.accounts.create(name_first=f"n{i}")) for i in range(5)]
     listed = await collect(client.accounts.list(page_size=2))
     ids = [account.id for account in listed]
@@ -412,9 +402,9 @@ async def test_list_paginates_through_every_page(
 
 
 async def test_inquiry_lifecycle(
-    connect: Connect, proxy: FaultProxy, live_server: LiveServer
+    relayed: Connect,
 ) -> None:
-    client = connect(proxy.url, live_server.api_key)
+    client = relayed()
     reference_id = f"user-{uuid.uuid4().hex[:8]}"
     inquiry = await resolve(client.inquiries.create(reference_id=reference_id))
     assert inquiry.status == InquiryStatus.CREATED
@@ -441,14 +431,13 @@ def read_bytes(path: Path) -> bytes:
 
 
 async def test_document_upload_survives_a_lost_answer_and_downloads_intact(
-    connect: Connect,
+    relayed: Connect,
     proxy: FaultProxy,
-    live_server: LiveServer,
     scan: tuple[Path, bytes],
     tmp_path: Path,
 ) -> None:
     path, content = scan
-    client = connect(proxy.url, live_server.api_key)
+    client = relayed()
     inquiry = await resolve(client.inquiries.create(reference_id=f"user-{uuid.uuid4().hex[:8]}"))
     proxy.plan(Fault.DROP_AFTER_RESPONSE, method="POST")
     document = await resolve(client.documents.upload(inquiry.id, path, kind="passport"))

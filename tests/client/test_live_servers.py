@@ -93,11 +93,9 @@ async def test_a_server_that_comes_back_within_the_deadline_is_reached(
 
 @pytest.fixture(scope="module")
 def one_at_a_time(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    server = start_server(
-        tmp_path_factory.mktemp("shedding"), "--max-in-flight", "1", "--rate-limit", "10000/second"
-    )
-    yield server
-    server.stop()
+    directory = tmp_path_factory.mktemp("shedding")
+    with start_server(directory, "--max-in-flight", "1", "--rate-limit", "10000/second") as server:
+        yield server
 
 
 def wait_until_shedding(server: LiveServer, seconds: float = 10.0) -> None:
@@ -170,26 +168,19 @@ async def test_a_shed_503_is_waited_out_under_the_same_key(
 
 @pytest.fixture(scope="module")
 def slow_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProviderProcess]:
-    provider = start_provider(tmp_path_factory.mktemp("provider"), "--delay", "2")
-    yield provider
-    provider.stop()
+    with start_provider(tmp_path_factory.mktemp("provider"), "--delay", "2") as provider:
+        yield provider
 
 
 @pytest.fixture(scope="module")
 def impatient_server(
     tmp_path_factory: pytest.TempPathFactory, slow_provider: ProviderProcess
 ) -> Iterator[LiveServer]:
-    server = start_server(
-        tmp_path_factory.mktemp("impatient"),
-        "--provider-url",
-        slow_provider.url,
-        "--provider-timeout",
-        "0.5",
-        "--rate-limit",
-        "10000/second",
-    )
-    yield server
-    server.stop()
+    args = ["--provider-url", slow_provider.url, "--provider-timeout", "0.5"]
+    with start_server(
+        tmp_path_factory.mktemp("impatient"), *args, "--rate-limit", "10000/second"
+    ) as server:
+        yield server
 
 
 async def test_a_recorded_504_is_raised_not_rerun_even_with_retry_server_errors(

@@ -89,16 +89,15 @@ def new_accounts(live_server: LiveServer) -> Callable[[], list[Account]]:
 @pytest.mark.parametrize("retry_server_errors", [False, True])
 async def test_lb_502_after_commit_is_retried_under_the_same_key_and_replayed(
     retry_server_errors: bool,
-    connect: Connect,
+    relayed: Connect,
     proxy: FaultProxy,
-    live_server: LiveServer,
     new_accounts: Callable[[], list[Account]],
 ) -> None:
     """The 502 never came from the service, so nothing was recorded *as* a 502: the same
     key replays the 201 the service committed — even with retry_server_errors, and
     without any reference_id to group by."""
     proxy.plan(ReplaceAnswer(LB_502), method="POST")
-    client = connect(proxy.url, live_server.api_key, retry_server_errors=retry_server_errors)
+    client = relayed(retry_server_errors=retry_server_errors)
     account = await resolve(client.accounts.create(name_first="Behind the LB"))
     first, second = posts(proxy)
     assert (first.forwarded, second.forwarded) == (True, True)
@@ -117,11 +116,13 @@ async def test_lb_502_after_commit_is_retried_under_the_same_key_and_replayed(
 
 
 async def test_lb_502_on_an_inquiry_does_not_regroup_it_twice(
-    connect: Connect, proxy: FaultProxy, live_server: LiveServer
+    relayed: Connect,
+    proxy: FaultProxy,
+    live_server: LiveServer,
 ) -> None:
     reference_id = f"user-{uuid.uuid4().hex[:8]}"
     proxy.plan(ReplaceAnswer(LB_502), method="POST")
-    client = connect(proxy.url, live_server.api_key, retry_server_errors=True)
+    client = relayed(retry_server_errors=True)
     inquiry = await resolve(client.inquiries.create(reference_id=reference_id))
     first, second = posts(proxy, INQUIRIES)
     assert first.idempotency_key == second.idempotency_key
@@ -143,7 +144,7 @@ def big_scan(tmp_path: Path) -> Path:
 
 
 async def test_a_throttled_upload_ends_at_the_deadline_and_nothing_is_stored(
-    connect: Connect,
+    relayed: Connect,
     proxy: FaultProxy,
     live_server: LiveServer,
     big_scan: Path,
@@ -151,7 +152,7 @@ async def test_a_throttled_upload_ends_at_the_deadline_and_nothing_is_stored(
     """6 MiB through a 1 MiB/s uplink would take 6 s; the 1 s deadline cuts it while it
     is still sending. The server got half a body: no document, and the same key later
     uploads it exactly once."""
-    client = connect(proxy.url, live_server.api_key)
+    client = relayed()
     inquiry = await resolve(client.inquiries.create(reference_id=f"user-{uuid.uuid4().hex[:8]}"))
     proxy.plan(ThrottledRequest(1024 * 1024), method="POST")
     started = time.monotonic()
@@ -176,15 +177,14 @@ async def test_a_throttled_upload_ends_at_the_deadline_and_nothing_is_stored(
 
 
 async def test_a_trickling_answer_ends_at_the_deadline(
-    connect: Connect,
+    relayed: Connect,
     proxy: FaultProxy,
-    live_server: LiveServer,
     new_accounts: Callable[[], list[Account]],
 ) -> None:
     """Each chunk beats the 10 s read timeout, so only the deadline can stop it; the create
     had committed, and the same key then returns that account."""
     proxy.plan(SlowAnswer(chunk_size=16, interval=0.1, body_only=True), method="POST")
-    client = connect(proxy.url, live_server.api_key, deadline=1.0)
+    client = relayed(deadline=1.0)
     started = time.monotonic()
     with pytest.raises(APITimeoutError, match="passed while receiving the answer") as caught:
         await resolve(client.accounts.create(name_first="Trickle"))
@@ -206,12 +206,15 @@ async def test_a_trickling_answer_ends_at_the_deadline(
 
 
 async def test_a_cut_download_resumes_with_range_and_arrives_intact(
-    connect: Connect, proxy: FaultProxy, live_server: LiveServer, tmp_path: Path
+    relayed: Connect,
+    proxy: FaultProxy,
+    live_server: LiveServer,
+    tmp_path: Path,
 ) -> None:
     content = os.urandom(3 * 1024 * 1024 + 5)
     source = tmp_path / "passport.bin"
     source.write_bytes(content)
-    client = connect(proxy.url, live_server.api_key)
+    client = relayed()
     inquiry = await resolve(client.inquiries.create(reference_id=f"user-{uuid.uuid4().hex[:8]}"))
     document = await resolve(client.documents.upload(inquiry.id, source))
     proxy.plan(Fault.TRUNCATE_ANSWER, method="GET")
@@ -233,9 +236,10 @@ async def test_a_cut_download_resumes_with_range_and_arrives_intact(
 
 
 async def test_metadata_and_raw_response_from_the_real_server(
-    connect: Connect, proxy: FaultProxy, live_server: LiveServer
+    relayed: Connect,
+    proxy: FaultProxy,
 ) -> None:
-    client = connect(proxy.url, live_server.api_key)
+    client = relayed()
     proxy.plan(Fault.DROP_AFTER_RESPONSE, method="POST")
     account = await resolve(
         client.accounts.create(
@@ -278,7 +282,11 @@ async def test_quota_headers_reach_the_metadata(connect: Connect, live_server: L
 
 
 async def test_a_create_sent_as_a_form_fingerprints_like_its_json(
-    flavor: str, connect: Connect, proxy: FaultProxy, live_server: LiveServer
+    flavor: str,
+    connect: Connect,
+    relayed: Connect,
+    proxy: FaultProxy,
+    live_server: LiveServer,
 ) -> None:
     """Past the threshold a create goes as multipart/form-data; the same key sent as JSON
     then replays it instead of being a mismatch — so the encoding never changes a key."""
@@ -290,7 +298,7 @@ async def test_a_create_sent_as_a_form_fingerprints_like_its_json(
     made = await resolve(
         as_form.accounts.create(reference_id=reference_id, name_first="Émilie", idempotency_key=key)
     )
-    as_json = connect(proxy.url, live_server.api_key)
+    as_json = relayed()
     again = await resolve(
         as_json.accounts.create(reference_id=reference_id, name_first="Émilie", idempotency_key=key)
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,6 @@ from tests.conftest import LiveServer
 
 from retrysafe.config import ConfigError, settings_from_env
 from retrysafe.database import Database, DatabaseUnavailable, sqlite_driver
-from retrysafe.database.migrate import upgrade
 from retrysafe.database.sqlite_writer import SqliteWriter
 from retrysafe.pipeline.idempotency import IdempotencyLayer
 from retrysafe.settings import Settings
@@ -21,14 +20,6 @@ from retrysafe.stores.sql import SqlIdempotencyStore
 
 FULL, NORMAL = 2, 1
 """What ``PRAGMA synchronous`` reads back for FULL and NORMAL."""
-
-
-@pytest.fixture
-async def database(tmp_path: Path) -> AsyncIterator[Database]:
-    db = Database(f"sqlite:///{tmp_path / 'writer.db'}")
-    await upgrade(db)
-    yield db
-    await db.dispose()
 
 
 def _writer(db: Database) -> SqliteWriter:
@@ -55,10 +46,10 @@ def _committed(path: Path) -> list[str]:
 
 
 async def test_units_queued_together_share_one_commit_and_fail_alone(
-    database: Database, tmp_path: Path
+    sqlite_database: Database, tmp_path: Path
 ) -> None:
     """Three units, one COMMIT; the one that raises is rolled back and nothing else is."""
-    writer = _writer(database)
+    writer = _writer(sqlite_database)
     groups = writer.groups
 
     def failing(raw: sqlite3.Connection) -> None:
@@ -75,19 +66,21 @@ async def test_units_queued_together_share_one_commit_and_fail_alone(
     assert isinstance(outcomes[1], ValueError)
     assert outcomes[2] == "org_2"
     assert writer.groups == groups + 1
-    assert _committed(tmp_path / "writer.db") == ["org_1", "org_2"]
+    assert _committed(tmp_path / "migrated.db") == ["org_1", "org_2"]
 
 
-async def test_a_unit_returns_only_after_its_commit(database: Database, tmp_path: Path) -> None:
-    await _writer(database).run(_insert("org_1"))
-    assert _committed(tmp_path / "writer.db") == ["org_1"]
+async def test_a_unit_returns_only_after_its_commit(
+    sqlite_database: Database, tmp_path: Path
+) -> None:
+    await _writer(sqlite_database).run(_insert("org_1"))
+    assert _committed(tmp_path / "migrated.db") == ["org_1"]
 
 
 async def test_a_turn_holds_the_writer_and_units_wait_for_it(
-    database: Database, tmp_path: Path
+    sqlite_database: Database, tmp_path: Path
 ) -> None:
     """Statements that depend on each other hold the connection; groups queue behind them."""
-    writer = _writer(database)
+    writer = _writer(sqlite_database)
     async with writer.turn() as connection:
         await connection.begin_immediate()
         _insert("org_turn")(connection.raw)
@@ -96,22 +89,22 @@ async def test_a_turn_holds_the_writer_and_units_wait_for_it(
         assert not queued.done()
         await connection.commit()
     assert await queued == "org_queued"
-    assert _committed(tmp_path / "writer.db") == ["org_queued", "org_turn"]
+    assert _committed(tmp_path / "migrated.db") == ["org_queued", "org_turn"]
 
 
 async def test_a_lock_held_by_another_process_fails_the_group_as_unavailable(
-    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sqlite_database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sqlite_driver, "BUSY_TIMEOUT_MS", 50)
-    other = sqlite3.connect(tmp_path / "writer.db", isolation_level=None)
+    other = sqlite3.connect(tmp_path / "migrated.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     try:
         with pytest.raises(DatabaseUnavailable):
-            await _writer(database).run(_insert("org_1"))
+            await _writer(sqlite_database).run(_insert("org_1"))
     finally:
         other.rollback()
         other.close()
-    assert await _writer(database).run(_insert("org_2")) == "org_2"
+    assert await _writer(sqlite_database).run(_insert("org_2")) == "org_2"
 
 
 async def _synchronous_of(db: Database) -> int:
@@ -171,11 +164,11 @@ def test_a_served_app_writes_with_the_configured_durability(
 
 
 async def test_a_cancelled_caller_waits_until_the_thread_is_done_with_the_connection(
-    database: Database,
+    sqlite_database: Database,
 ) -> None:
     """A COMMIT on the thread outlives its caller's cancellation: the writer is not handed on
     while the thread still uses the connection."""
-    connection = await _writer(database).connection()
+    connection = await _writer(sqlite_database).connection()
     running = asyncio.ensure_future(connection.on_thread(time.sleep, 0.3))
     await asyncio.sleep(0.05)
     running.cancel()

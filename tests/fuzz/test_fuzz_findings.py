@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 # Once per database: the NUL finding only ever failed on PostgreSQL.
-from tests.service.conftest import database_url, postgres_template  # noqa: F401
+from tests.service.conftest import database_url, postgres_copies  # noqa: F401
 
 
 def _unescape(token: str) -> str:

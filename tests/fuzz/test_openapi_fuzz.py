@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import LiveServer
-from tests.service.conftest import database_url, postgres_template  # noqa: F401
+from tests.service.conftest import database_url, postgres_copies  # noqa: F401
 
 HERE = Path(__file__).parent
 REPOSITORY = HERE.parent.parent

@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from tests.support.clock import Clock
 
 from retrysafe.database import Database
 from retrysafe.database.migrate import upgrade
@@ -36,14 +37,6 @@ KEYS = {
     "key-a2": Principal("org_a", "key_a2", frozenset()),
     "key-b": Principal("org_b", "key_b", frozenset()),
 }
-
-
-@dataclass
-class Clock:
-    now: float = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

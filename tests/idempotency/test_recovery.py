@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from tests.support.clock import Clock
 
 from retrysafe.idempotency.recovery import lease_seconds, recovery_of
 from retrysafe.pipeline import PipelineConfig, build_pipeline
@@ -28,14 +29,6 @@ from retrysafe.stores.memory import MemoryIdempotencyStore
 
 LEASE = 30.0
 PRINCIPAL = Principal("org_a", "key_a", frozenset())
-
-
-@dataclass
-class Clock:
-    now: float = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

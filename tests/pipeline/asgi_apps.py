@@ -38,17 +38,31 @@ async def send_json(send: Send, status: int, payload: object) -> None:
 
 @dataclass
 class EchoApp:
-    """Reads the whole body, then answers ``status`` with the byte count; remembers each scope."""
+    """Reads the whole body, then answers ``status`` with the byte count; remembers each scope.
+
+    ``extra`` joins the answer; ``/held`` waits for :attr:`held`'s release, ``/slow``
+    first sleeps past any test deadline, and ``/missing`` answers 404.
+    """
 
     status: int = 200
+    extra: dict[str, object] = field(default_factory=dict)
     scopes: list[Scope] = field(default_factory=list)
     completed: int = 0
+    held: HeldApp = field(default_factory=lambda: HeldApp())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scopes.append(scope)
+        if scope["path"] == "/held":
+            await self.held(scope, receive, send)
+            return
+        if scope["path"] == "/slow":
+            await asyncio.sleep(5)
         body = await read_body(receive)
         self.completed += 1
-        await send_json(send, self.status, {"received": len(body)})
+        if scope["path"] == "/missing":
+            await send_json(send, 404, {"errors": [{"code": "not_found"}]})
+            return
+        await send_json(send, self.status, {"received": len(body), **self.extra})
 
     @property
     def calls(self) -> int:

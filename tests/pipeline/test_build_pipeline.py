@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from retrysafe.asgi import ASGIApp, Receive, Scope, Send
+from retrysafe.asgi import ASGIApp
 from retrysafe.pipeline import PipelineConfig, build_pipeline
 from retrysafe.pipeline.authentication import AuthenticationLayer
 from retrysafe.pipeline.body_limits import BodyLimitLayer
@@ -20,29 +20,11 @@ from retrysafe.pipeline.request_limits import RequestLimitLayer
 from retrysafe.pipeline.shedding import LoadSheddingLayer
 from retrysafe.stores.memory import MemoryIdempotencyStore
 
-from .asgi_apps import HeldApp, client, read_body, send_json
+from .asgi_apps import EchoApp, client
 
 KEY = {"authorization": "Bearer good"}
 PRINCIPAL = Principal("org_1", "key_1", frozenset())
 RATE_HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset")
-
-
-@dataclass
-class Routes:
-    """/slow sleeps past any test deadline, /held waits for its release, the rest echo."""
-
-    held: HeldApp = field(default_factory=HeldApp)
-    handled: int = 0
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["path"] == "/held":
-            await self.held(scope, receive, send)
-            return
-        if scope["path"] == "/slow":
-            await asyncio.sleep(5)
-        body = await read_body(receive)
-        self.handled += 1
-        await send_json(send, 200, {"received": len(body)})
 
 
 @dataclass
@@ -54,7 +36,7 @@ class Keys:
         return PRINCIPAL if secret == "good" else None
 
 
-def pipeline(routes: Routes, keys: Keys, *, rate: str = "3/minute", **settings: float) -> ASGIApp:
+def pipeline(routes: EchoApp, keys: Keys, *, rate: str = "3/minute", **settings: float) -> ASGIApp:
     return build_pipeline(
         routes,
         config=PipelineConfig(**settings),  # type: ignore[arg-type]
@@ -66,7 +48,7 @@ def pipeline(routes: Routes, keys: Keys, *, rate: str = "3/minute", **settings: 
 
 def test_layers_are_composed_in_the_spec_order() -> None:
     """Outermost first: envelope, observation, shedding, limits, rate limit, auth, idempotency…"""
-    routes = Routes()
+    routes = EchoApp()
     node: object = pipeline(routes, Keys())
     order: list[type] = []
     while node is not routes:
@@ -88,7 +70,7 @@ def test_layers_are_composed_in_the_spec_order() -> None:
 async def test_body_limit_answers_come_before_the_limiter_and_are_not_counted() -> None:
     """413 and 415 carry no RateLimit-* headers and use none of the budget."""
     keys = Keys()
-    app = pipeline(Routes(), keys, max_body=10)
+    app = pipeline(EchoApp(), keys, max_body=10)
     async with client(app) as http:
         too_large = await http.post(
             "/x", content=b"1" * 11, headers={**KEY, "content-type": "application/json"}
@@ -108,7 +90,7 @@ async def test_body_limit_answers_come_before_the_limiter_and_are_not_counted() 
 
 async def test_401_is_counted_and_carries_rate_limit_headers() -> None:
     """Authentication runs below the limiter: a wrong key uses budget and says so."""
-    app = pipeline(Routes(), Keys())
+    app = pipeline(EchoApp(), Keys())
     async with client(app) as http:
         response = await http.get("/x", headers={"authorization": "Bearer wrong"})
     assert response.status_code == 401
@@ -119,7 +101,7 @@ async def test_401_is_counted_and_carries_rate_limit_headers() -> None:
 async def test_429_comes_before_authentication() -> None:
     """Past the limit the key is not even looked up."""
     keys = Keys()
-    app = pipeline(Routes(), keys, rate="2/minute")
+    app = pipeline(EchoApp(), keys, rate="2/minute")
     async with client(app) as http:
         statuses = [(await http.get("/x", headers=KEY)).status_code for _ in range(3)]
     assert statuses == [200, 200, 429]
@@ -128,7 +110,7 @@ async def test_429_comes_before_authentication() -> None:
 
 async def test_shed_503_comes_before_everything_and_carries_no_rate_limit_headers() -> None:
     """A shed request reaches neither limiter nor authentication."""
-    routes, keys = Routes(), Keys()
+    routes, keys = EchoApp(), Keys()
     routes.held.expected = 1
     app = pipeline(routes, keys, max_in_flight=1)
     async with client(app) as http, asyncio.TaskGroup() as tg:
@@ -147,7 +129,7 @@ async def test_shed_503_comes_before_everything_and_carries_no_rate_limit_header
 async def test_health_skips_limiter_and_authentication() -> None:
     """/health needs no key, is never limited, and still has a Request-Id."""
     keys = Keys()
-    app = pipeline(Routes(), keys, rate="1/minute")
+    app = pipeline(EchoApp(), keys, rate="1/minute")
     async with client(app) as http:
         responses = [await http.get("/health") for _ in range(3)]
     assert [r.status_code for r in responses] == [200, 200, 200]
@@ -158,7 +140,7 @@ async def test_health_skips_limiter_and_authentication() -> None:
 
 async def test_deadline_504_is_an_envelope_with_rate_limit_headers() -> None:
     """The handler's deadline becomes a 504 envelope for a request the limiter counted."""
-    app = pipeline(Routes(), Keys(), request_timeout=0.05)
+    app = pipeline(EchoApp(), Keys(), request_timeout=0.05)
     async with client(app) as http:
         response = await http.get("/slow", headers=KEY)
     assert response.status_code == 504
@@ -171,7 +153,7 @@ async def test_streamed_413_is_answered_above_the_limiter_and_not_recorded() -> 
 
     The retry with the same key and a smaller body executes instead of replaying the 413.
     """
-    routes = Routes()
+    routes = EchoApp()
     app = pipeline(routes, Keys(), max_body=10)
     headers = {**KEY, "content-type": "application/json", "idempotency-key": "k-413"}
 
@@ -187,4 +169,4 @@ async def test_streamed_413_is_answered_above_the_limiter_and_not_recorded() -> 
     assert not any(name in too_large.headers for name in RATE_HEADERS)
     assert retried.status_code == 200
     assert "idempotent-replayed" not in retried.headers
-    assert routes.handled == 1
+    assert routes.completed == 1

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from structlog.typing import EventDict
 
-from retrysafe.asgi import ASGIApp, Receive, Scope, Send
+from retrysafe.asgi import ASGIApp
 from retrysafe.database.engine import DatabaseUnavailable
 from retrysafe.envelope import ApiError
 from retrysafe.observability import Metrics, RequestRecord
@@ -24,7 +24,7 @@ from retrysafe.service.app import pipeline_config
 from retrysafe.settings import Settings
 from retrysafe.stores.memory import MemoryIdempotencyStore
 
-from .asgi_apps import HeldApp, RaisingApp, client, read_body, send_json
+from .asgi_apps import EchoApp, RaisingApp, client
 
 SECRET = "s3cret-key"
 KEY = {"authorization": f"Bearer {SECRET}"}
@@ -61,23 +61,9 @@ class Sink:
         self.records.append(record)
 
 
-@dataclass
-class Echo:
-    """Echoes the body's size; /held waits for its release; /missing answers 404."""
-
-    held: HeldApp = field(default_factory=HeldApp)
-    handled: int = 0
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["path"] == "/held":
-            await self.held(scope, receive, send)
-            return
-        body = await read_body(receive)
-        self.handled += 1
-        if scope["path"] == "/missing":
-            await send_json(send, 404, {"errors": [{"code": "not_found"}]})
-            return
-        await send_json(send, 201, {"received": len(body), "password": "hunter2"})
+def logged_echo() -> EchoApp:
+    """Echoes the body's size (and a password the log must not show) with a 201; /missing is 404."""
+    return EchoApp(201, {"password": "hunter2"})
 
 
 def observed(
@@ -119,7 +105,7 @@ def request_events(logs: list[EventDict]) -> list[EventDict]:
 
 async def test_every_answer_is_recorded_whoever_gave_it() -> None:
     """200, 401, 429, 413 and a shed 503 each leave one record, counted by status."""
-    echo = Echo()
+    echo = logged_echo()
     echo.held.expected = 1
     # The wrong key has a budget of its own: 2/minute is spent by the 201 and the held 200.
     app, metrics, sink = observed(echo, rate="2/minute", max_body=10, max_in_flight=1)
@@ -158,7 +144,7 @@ async def test_every_answer_is_recorded_whoever_gave_it() -> None:
 
 async def test_idempotency_outcomes_are_recorded_and_counted() -> None:
     """executed, replayed, mismatch, in_flight; a key turned away by a 401 is not_recorded."""
-    echo = Echo()
+    echo = logged_echo()
     echo.held.expected = 1
     app, metrics, sink = observed(echo)
     key = {**KEY, "idempotency-key": "k-1"}
@@ -198,7 +184,7 @@ async def test_the_log_line_names_the_request_and_nothing_secret(
     captured_logs: list[EventDict],
 ) -> None:
     """One event per request with the agreed fields; no key, no header, no body in it."""
-    app, _, _ = observed(Echo())
+    app, _, _ = observed(logged_echo())
     async with client(app) as http:
         response = await http.post(
             "/x", json={"name": "Ada Lovelace"}, headers={**KEY, "idempotency-key": "k-log"}
@@ -224,7 +210,7 @@ async def test_the_log_line_names_the_request_and_nothing_secret(
 
 async def test_health_and_metrics_log_at_debug(captured_logs: list[EventDict]) -> None:
     """Probes and scrapes would drown the request log at info."""
-    app, _, _ = observed(Echo())
+    app, _, _ = observed(logged_echo())
     async with client(app) as http:
         await http.get("/health")
     [event] = request_events(captured_logs)
@@ -281,7 +267,7 @@ async def test_route_templates_label_requests_answered_before_routing() -> None:
 async def test_bodies_are_kept_for_the_sink_only_when_asked() -> None:
     """With api_log_bodies both bodies go to the sink, capped at the limit; without, none."""
     for bodies, limit in ((False, 8192), (True, 8192), (True, 5)):
-        app, _, sink = observed(Echo(), api_log_bodies=bodies, api_log_body_limit=limit)
+        app, _, sink = observed(logged_echo(), api_log_bodies=bodies, api_log_body_limit=limit)
         async with client(app) as http:
             await http.post("/x", json={"name": "Ada"}, headers=KEY)
         [record] = sink.records
@@ -299,7 +285,7 @@ async def test_bodies_are_kept_for_the_sink_only_when_asked() -> None:
 
 
 async def test_paths_the_predicate_refuses_do_not_reach_the_sink() -> None:
-    app, _, sink = observed(Echo())
+    app, _, sink = observed(logged_echo())
     async with client(app) as http:
         await http.get("/health")
         await http.get("/x", headers=KEY)
@@ -313,7 +299,7 @@ async def test_a_failing_sink_never_costs_the_client_its_answer(
         def submit(self, record: RequestRecord) -> None:
             raise RuntimeError("sink down")
 
-    app, _, _ = observed(Echo(), sink=BrokenSink())
+    app, _, _ = observed(logged_echo(), sink=BrokenSink())
     async with client(app) as http:
         response = await http.post("/x", json={}, headers=KEY)
     assert response.status_code == 201
@@ -321,7 +307,7 @@ async def test_a_failing_sink_never_costs_the_client_its_answer(
 
 
 async def test_the_error_code_of_a_handler_answer_is_read_from_its_body() -> None:
-    app, _, sink = observed(Echo())
+    app, _, sink = observed(logged_echo())
     async with client(app) as http:
         await http.post("/missing", json={}, headers=KEY)
     [record] = sink.records

@@ -11,6 +11,7 @@ from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.errors import StorageError
 from structlog.typing import EventDict
 from tests.support import redis_service
+from tests.support.clock import Clock
 from tests.support.throwaway import free_port
 
 from retrysafe.asgi import ASGIApp, Receive, Scope, Send
@@ -240,16 +241,8 @@ class _SwitchableStorage(MemoryStorage):
         return await super().incr(key, expiry, amount)
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def switchable(rate: str = "3/minute") -> tuple[RateLimiter, _SwitchableStorage, _Clock]:
-    storage, clock = _SwitchableStorage(), _Clock()
+def switchable(rate: str = "3/minute") -> tuple[RateLimiter, _SwitchableStorage, Clock]:
+    storage, clock = _SwitchableStorage(), Clock(100.0)
     item = RateLimiter.from_settings(rate).item
     return RateLimiter(item, storage, probe_interval=2.0, clock=clock), storage, clock
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,19 +20,11 @@ CALL = {
 }
 
 
-@pytest.fixture
-def providers() -> Iterator[list[ProviderProcess]]:
-    started: list[ProviderProcess] = []
-    yield started
-    for provider in started:
-        provider.stop()
-
-
 def test_checks_are_answered_once_per_key_and_counted(
-    tmp_path: Path, providers: list[ProviderProcess]
+    tmp_path: Path, processes: list[ProviderProcess]
 ) -> None:
     provider = start_provider(tmp_path)
-    providers.append(provider)
+    processes.append(provider)
     with httpx.Client(base_url=provider.url, timeout=10) as http:
         first = http.post("/v1/checks", json=CALL, headers={"Idempotency-Key": "k1"})
         again = http.post("/v1/checks", json=CALL, headers={"Idempotency-Key": "k1"})
@@ -47,12 +38,12 @@ def test_checks_are_answered_once_per_key_and_counted(
 
 
 def test_delay_is_read_from_the_environment_and_the_check_counts_while_it_runs(
-    tmp_path: Path, providers: list[ProviderProcess], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, processes: list[ProviderProcess], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """RETRYSAFE_PROVIDER_DELAY holds the answer back; /stats already counts the check."""
     monkeypatch.setenv("RETRYSAFE_PROVIDER_DELAY", "1.5")
     provider = start_provider(tmp_path, env_passthrough=("RETRYSAFE_PROVIDER_DELAY",))
-    providers.append(provider)
+    processes.append(provider)
     with httpx.Client(base_url=provider.url, timeout=1.0) as http:
         with pytest.raises(httpx.ReadTimeout):
             http.post("/v1/checks", json=CALL, headers={"Idempotency-Key": "slow"})
@@ -64,9 +55,9 @@ def test_delay_is_read_from_the_environment_and_the_check_counts_while_it_runs(
         assert http.get("/stats").json() == {"checks_run": 1}
 
 
-def test_full_fail_rate_answers_failures(tmp_path: Path, providers: list[ProviderProcess]) -> None:
+def test_full_fail_rate_answers_failures(tmp_path: Path, processes: list[ProviderProcess]) -> None:
     provider = start_provider(tmp_path, "--fail-rate", "1")
-    providers.append(provider)
+    processes.append(provider)
     with httpx.Client(base_url=provider.url, timeout=10) as http:
         for attempt in range(6):
             response = http.post(

@@ -19,7 +19,7 @@ import structlog
 from sqlalchemy import text
 from tests.conftest import LiveServer
 from tests.service.api_calls import body, envelope, upload
-from tests.service.conftest import database_url, postgres_template  # noqa: F401
+from tests.service.conftest import database_url, postgres_copies  # noqa: F401
 
 from retrysafe.database import Database
 

@@ -7,41 +7,24 @@ request to each server is 401. Nothing is cached between requests.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from tests.conftest import run_sync
 from tests.server_process import ServerProcess, run_cli, start_server
-from tests.support import postgres
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def shared_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'shared.db'}"
-        return
-    if not run_sync(postgres.reachable):
-        pytest.skip(postgres.SKIP_REASON)
-    name = run_sync(postgres.create_database)
-    try:
-        yield postgres.url_of(name)
-    finally:
-        run_sync(lambda: postgres.drop_database(name))
 
 
 @pytest.mark.slow
-def test_revocation_reaches_every_process_at_once(shared_database: str, tmp_path: Path) -> None:
+def test_revocation_reaches_every_process_at_once(empty_database_url: str, tmp_path: Path) -> None:
     created = run_cli(
-        "keys", "create", "--org", "acme", "--database", shared_database, cwd=tmp_path
+        "keys", "create", "--org", "acme", "--database", empty_database_url, cwd=tmp_path
     )
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip().splitlines()[-1]
     key_id = key.removeprefix("rsk_").split(".", 1)[0]
     headers = {"Authorization": f"Bearer {key}"}
 
-    args = ["--database", shared_database, "--document-dir", str(tmp_path / "docs")]
+    args = ["--database", empty_database_url, "--document-dir", str(tmp_path / "docs")]
     servers: list[ServerProcess] = []
     try:
         for _ in range(2):
@@ -52,7 +35,7 @@ def test_revocation_reaches_every_process_at_once(shared_database: str, tmp_path
                 httpx.get(f"{server.base_url}/api/v1/accounts", headers=headers).status_code == 200
             )
 
-        revoked = run_cli("keys", "revoke", key_id, "--database", shared_database, cwd=tmp_path)
+        revoked = run_cli("keys", "revoke", key_id, "--database", empty_database_url, cwd=tmp_path)
         assert revoked.returncode == 0, revoked.stderr
 
         for server in servers:

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import text
 from tests.conftest import LiveServer
 from tests.server_process import run_cli
-from tests.service.conftest import database_url, postgres_template  # noqa: F401
+from tests.service.conftest import database_url, postgres_copies  # noqa: F401
 
 from retrysafe.database import Database
 from retrysafe.database.migrate import upgrade

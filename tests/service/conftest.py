@@ -11,16 +11,15 @@ from tests.support import postgres
 
 
 @pytest.fixture(scope="session")
-def postgres_template() -> Iterator[str]:
-    """A migrated database each test's database is copied from (a copy skips migrating)."""
-    if not run_sync(postgres.reachable):
-        pytest.skip(postgres.SKIP_REASON)
-    name = run_sync(postgres.create_database)
-    migrate(postgres.url_of(name))
-    try:
-        yield name
-    finally:
-        run_sync(lambda: postgres.drop_database(name))
+def postgres_copies() -> Iterator[postgres.Copies]:
+    """Copies of a migrated database, one per test (a copy skips migrating), made ahead."""
+    with postgres.new_database_sync() as url:
+        migrate(url)
+        copies = postgres.Copies(url.rsplit("/", 1)[1])
+        try:
+            yield copies
+        finally:
+            copies.close()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -28,8 +27,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'retrysafe.db'}"
         return
-    template: str = request.getfixturevalue("postgres_template")
-    name = run_sync(lambda: postgres.create_database(template))
+    copies: postgres.Copies = request.getfixturevalue("postgres_copies")
+    name = copies.take()
     try:
         yield postgres.url_of(name)
     finally:

@@ -37,23 +37,20 @@ ADULT = {"name_first": "Ada", "name_last": "Lovelace", "birthdate": "1990-12-10"
 
 @pytest.fixture(scope="module")
 def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProviderProcess]:
-    process = start_provider(tmp_path_factory.mktemp("provider"))
-    yield process
-    process.stop()
+    with start_provider(tmp_path_factory.mktemp("provider")) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
 def failing_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProviderProcess]:
-    process = start_provider(tmp_path_factory.mktemp("failing"), "--fail-rate", "1")
-    yield process
-    process.stop()
+    with start_provider(tmp_path_factory.mktemp("failing"), "--fail-rate", "1") as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
 def slow_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProviderProcess]:
-    process = start_provider(tmp_path_factory.mktemp("slow"), "--delay", "3")
-    yield process
-    process.stop()
+    with start_provider(tmp_path_factory.mktemp("slow"), "--delay", "3") as process:
+        yield process
 
 
 def new_inquiry(http: httpx.Client, **account: Any) -> str:

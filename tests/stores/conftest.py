@@ -22,21 +22,13 @@ SQL_BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)
 @asynccontextmanager
 async def migrated_database(backend: str, tmp_path: Path) -> AsyncIterator[Database]:
     """A new, migrated database of ``backend``, dropped afterwards."""
-    if backend == "sqlite":
-        db = Database(f"sqlite:///{tmp_path / 'store.db'}")
-        name = None
-    else:
-        if not await postgres.reachable():
-            pytest.skip(postgres.SKIP_REASON)
-        name = await postgres.create_database()
-        db = Database(postgres.url_of(name))
-    await upgrade(db)
-    try:
-        yield db
-    finally:
-        await db.dispose()
-        if name is not None:
-            await postgres.drop_database(name)
+    async with store_url(backend, tmp_path) as (url, _):
+        db = Database(url)
+        await upgrade(db)
+        try:
+            yield db
+        finally:
+            await db.dispose()
 
 
 @pytest.fixture(params=SQL_BACKENDS)
@@ -76,13 +68,8 @@ async def store_url(backend: str, tmp_path: Path) -> AsyncIterator[tuple[str, st
     elif backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'store.db'}", None
     elif backend == "postgresql":
-        if not await postgres.reachable():
-            pytest.skip(postgres.SKIP_REASON)
-        name = await postgres.create_database()
-        try:
-            yield postgres.url_of(name), None
-        finally:
-            await postgres.drop_database(name)
+        async with postgres.new_database() as url:
+            yield url, None
     else:
         if not await redis_service.reachable():
             pytest.skip(redis_service.SKIP_REASON)

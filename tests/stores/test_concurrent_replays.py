@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
+from tests.stores.steps import completed, decided
 
 from retrysafe.database import Database
 from retrysafe.idempotency.decisions import Execute, InFlight, Mismatch, Replay
@@ -25,9 +26,7 @@ CREATED = StoredResponse(201, b'{"data":{}}', "application/json", "/api/v1/accou
 
 
 async def _completed(store: SqlIdempotencyStore) -> None:
-    async with store.attempt(KEY, "fp", now=NOW, ttl=TTL) as decision:
-        assert isinstance(decision, Execute)
-        await decision.attempt.complete(CREATED)
+    await completed(store, KEY, CREATED, now=NOW, ttl=TTL)
 
 
 async def test_a_replay_while_this_process_judges_the_same_key_replays(database: Database) -> None:
@@ -36,10 +35,10 @@ async def test_a_replay_while_this_process_judges_the_same_key_replays(database:
     await _completed(store)
     async with store.attempt(KEY, "fp", now=NOW + 1, ttl=TTL) as first:
         assert isinstance(first, Replay)
-        async with store.attempt(KEY, "fp", now=NOW + 1, ttl=TTL) as second:
-            assert second == Replay(CREATED)
-        async with store.attempt(KEY, "other", now=NOW + 1, ttl=TTL) as different:
-            assert isinstance(different, Mismatch)
+        assert await decided(store, KEY, now=NOW + 1, ttl=TTL) == Replay(CREATED)
+        assert isinstance(
+            await decided(store, KEY, now=NOW + 1, ttl=TTL, fingerprint="other"), Mismatch
+        )
 
 
 async def test_a_key_still_running_in_this_process_is_in_flight(database: Database) -> None:
@@ -47,8 +46,7 @@ async def test_a_key_still_running_in_this_process_is_in_flight(database: Databa
     store = SqlIdempotencyStore(database)
     async with store.attempt(KEY, "fp", now=NOW, ttl=TTL) as first:
         assert isinstance(first, Execute)
-        async with store.attempt(KEY, "fp", now=NOW, ttl=TTL) as second:
-            assert isinstance(second, InFlight)
+        assert isinstance(await decided(store, KEY, now=NOW, ttl=TTL), InFlight)
         await first.attempt.complete(CREATED)
 
 
@@ -58,8 +56,7 @@ async def test_an_expired_record_is_not_replayed_from_the_busy_path(database: Da
     later = NOW + TTL + 1
     async with store.attempt(KEY, "fp", now=later, ttl=TTL) as first:
         assert isinstance(first, Execute)
-        async with store.attempt(KEY, "fp", now=later, ttl=TTL) as second:
-            assert isinstance(second, InFlight)
+        assert isinstance(await decided(store, KEY, now=later, ttl=TTL), InFlight)
         await first.attempt.abandon()
 
 
@@ -75,7 +72,6 @@ async def test_a_replay_while_another_process_holds_the_key_replays(database: Da
         async with other.transaction():
             lock = f"{KEY.organization_id}\x1f{KEY.key}"
             await other.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", lock)
-            async with store.attempt(KEY, "fp", now=NOW + 1, ttl=TTL) as decision:
-                assert decision == Replay(CREATED)
+            assert await decided(store, KEY, now=NOW + 1, ttl=TTL) == Replay(CREATED)
     finally:
         await other.close()

@@ -14,6 +14,7 @@ from dataclasses import replace
 
 import sqlalchemy as sa
 from redis.asyncio import Redis
+from tests.stores.steps import decided
 from tests.support import redis_service
 
 from retrysafe.database.schema import idempotency_records
@@ -39,10 +40,10 @@ async def test_a_checkpointed_record_is_not_claimed_after_its_ttl_while_its_leas
     async with store.attempt(KEY, "fp", now=START, ttl=SHORT_TTL) as holder:
         assert isinstance(holder, Execute)
         await holder.attempt.checkpoint("started", None, now=START)
-        async with store.attempt(KEY, "fp", now=START + 3, ttl=SHORT_TTL) as retry:
-            assert isinstance(retry, InFlight)
-        async with store.attempt(KEY, "other", now=START + 3, ttl=SHORT_TTL) as other:
-            assert isinstance(other, Mismatch)
+        assert isinstance(await decided(store, KEY, now=START + 3, ttl=SHORT_TTL), InFlight)
+        assert isinstance(
+            await decided(store, KEY, now=START + 3, ttl=SHORT_TTL, fingerprint="other"), Mismatch
+        )
         assert await store.purge_expired(START + 3) == 0
         await holder.attempt.complete(CREATED)
 
@@ -55,8 +56,7 @@ async def test_the_answer_after_a_long_call_is_replayed_until_the_lease_would_ha
         assert isinstance(holder, Execute)
         await holder.attempt.checkpoint("started", None, now=START)
         await holder.attempt.complete(CREATED)
-    async with store.attempt(KEY, "fp", now=START + 5, ttl=SHORT_TTL) as replay:
-        assert replay == Replay(CREATED)
+    assert await decided(store, KEY, now=START + 5, ttl=SHORT_TTL) == Replay(CREATED)
     assert await store.purge_expired(START + 5) == 0
     # Once the lease would have ended too, the key is new again.
     async with store.attempt(KEY, "fp", now=PAST_EVERY_LEASE, ttl=SHORT_TTL) as again:
@@ -71,8 +71,7 @@ async def test_a_running_claim_is_not_taken_by_a_retry_after_the_ttl(
     """Before any checkpoint the claim itself (lease or transaction) holds the key past the TTL."""
     async with store.attempt(KEY, "fp", now=START, ttl=SHORT_TTL) as holder:
         assert isinstance(holder, Execute)
-        async with store.attempt(KEY, "fp", now=START + 3, ttl=SHORT_TTL) as retry:
-            assert isinstance(retry, InFlight)
+        assert isinstance(await decided(store, KEY, now=START + 3, ttl=SHORT_TTL), InFlight)
         await holder.attempt.complete(CREATED)
 
 
@@ -109,7 +108,6 @@ async def test_a_record_whose_expiry_passed_under_a_live_lease_is_not_claimed(
         assert isinstance(holder, Execute)
         await holder.attempt.checkpoint("started", None, now=START)
         await _backdate_expiry(store, KEY, START + 1)
-        async with store.attempt(KEY, "fp", now=START + 3, ttl=SHORT_TTL) as retry:
-            assert isinstance(retry, InFlight)
+        assert isinstance(await decided(store, KEY, now=START + 3, ttl=SHORT_TTL), InFlight)
         assert await store.purge_expired(START + 3) == 0
         await holder.attempt.complete(CREATED)

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 import sqlalchemy as sa
+from tests.stores.steps import completed, decided
 
 from retrysafe.database import Database
 from retrysafe.database.schema import organizations
@@ -95,8 +96,7 @@ async def test_checkpoint_survives_a_crash_and_the_retry_resumes_after_the_lease
         assert isinstance(retry, Execute)
         assert retry.attempt.resumption == Resumption("provider_called", ANSWER, fresh.external_key)
         await retry.attempt.complete(CREATED)
-    async with store.attempt(KEY, "fp", now=LATER + 1, ttl=TTL) as replay:
-        assert replay == Replay(CREATED)
+    assert await decided(store, KEY, now=LATER + 1, ttl=TTL) == Replay(CREATED)
 
 
 async def test_a_different_request_with_a_checkpointed_key_is_a_mismatch(
@@ -104,8 +104,7 @@ async def test_a_different_request_with_a_checkpointed_key_is_a_mismatch(
 ) -> None:
     """The fingerprint is judged before the lease: no take-over by another request."""
     await checkpoint_then_crash(store)
-    async with store.attempt(KEY, "other", now=LATER, ttl=TTL) as decision:
-        assert isinstance(decision, Mismatch)
+    assert isinstance(await decided(store, KEY, now=LATER, ttl=TTL, fingerprint="other"), Mismatch)
 
 
 async def test_slow_holder_is_fenced_after_a_take_over(store: IdempotencyStore) -> None:
@@ -121,8 +120,7 @@ async def test_slow_holder_is_fenced_after_a_take_over(store: IdempotencyStore) 
             await slow.attempt.checkpoint("provider_called", ANSWER, now=LATER)
         with pytest.raises(LeaseLost):
             await slow.attempt.complete(BAD_GATEWAY)
-    async with store.attempt(KEY, "fp", now=LATER + 1, ttl=TTL) as replay:
-        assert replay == Replay(CREATED)
+    assert await decided(store, KEY, now=LATER + 1, ttl=TTL) == Replay(CREATED)
 
 
 async def test_a_checkpoint_renews_the_lease(store: IdempotencyStore) -> None:
@@ -131,8 +129,7 @@ async def test_a_checkpoint_renews_the_lease(store: IdempotencyStore) -> None:
         assert isinstance(holder, Execute)
         await holder.attempt.checkpoint("started", None, now=START)
         await holder.attempt.checkpoint("provider_called", ANSWER, now=LATER)
-        async with store.attempt(KEY, "fp", now=LATER + 1, ttl=TTL) as other:
-            assert isinstance(other, InFlight)
+        assert isinstance(await decided(store, KEY, now=LATER + 1, ttl=TTL), InFlight)
         await holder.attempt.complete(CREATED)
 
 
@@ -159,33 +156,24 @@ async def test_error_answer_after_a_checkpoint_is_recorded_and_replayed(
         assert isinstance(decision, Execute)
         await decision.attempt.checkpoint("started", None, now=START)
         await decision.attempt.complete(BAD_GATEWAY)
-    async with store.attempt(KEY, "fp", now=START + 1, ttl=TTL) as replay:
-        assert replay == Replay(BAD_GATEWAY)
+    assert await decided(store, KEY, now=START + 1, ttl=TTL) == Replay(BAD_GATEWAY)
 
 
 async def test_error_answer_of_a_resumed_request_is_recorded(store: IdempotencyStore) -> None:
     """The request that took a record over records its error answer too (not left in progress)."""
     await checkpoint_then_crash(store)
-    async with store.attempt(KEY, "fp", now=LATER, ttl=TTL) as retry:
-        assert isinstance(retry, Execute)
-        await retry.attempt.complete(BAD_GATEWAY)
-    async with store.attempt(KEY, "fp", now=LATER + 1, ttl=TTL) as replay:
-        assert replay == Replay(BAD_GATEWAY)
+    await completed(store, KEY, BAD_GATEWAY, now=LATER, ttl=TTL)
+    assert await decided(store, KEY, now=LATER + 1, ttl=TTL) == Replay(BAD_GATEWAY)
 
 
 async def test_error_answer_on_a_key_reused_after_expiry_is_recorded(
     store: IdempotencyStore,
 ) -> None:
     """An expired record claimed anew and answered with an error keeps that error."""
-    async with store.attempt(KEY, "fp", now=START, ttl=10) as first:
-        assert isinstance(first, Execute)
-        await first.attempt.complete(CREATED)
+    await completed(store, KEY, CREATED, now=START, ttl=10)
     failed = StoredResponse(422, b'{"errors":[{"code":"invalid_value"}]}', "application/json")
-    async with store.attempt(KEY, "other", now=START + 11, ttl=TTL) as again:
-        assert isinstance(again, Execute)
-        await again.attempt.complete(failed)
-    async with store.attempt(KEY, "other", now=START + 12, ttl=TTL) as replay:
-        assert replay == Replay(failed)
+    await completed(store, KEY, failed, now=START + 11, ttl=TTL, fingerprint="other")
+    assert await decided(store, KEY, now=START + 12, ttl=TTL, fingerprint="other") == Replay(failed)
 
 
 async def test_a_take_over_that_crashes_before_its_checkpoint_leaves_the_record_resumable(
@@ -239,8 +227,7 @@ async def test_sql_checkpoint_commits_the_phase_and_an_error_discards_only_the_n
         await _write_org(database, "org_after")
         await decision.attempt.complete(BAD_GATEWAY)
     assert await _org_ids(database) == {"org_before"}
-    async with store.attempt(KEY, "fp", now=START + 1, ttl=TTL) as replay:
-        assert replay == Replay(BAD_GATEWAY)
+    assert await decided(store, KEY, now=START + 1, ttl=TTL) == Replay(BAD_GATEWAY)
 
 
 async def test_sql_crash_after_a_checkpoint_keeps_the_phase_and_drops_the_rest(

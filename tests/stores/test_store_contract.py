@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 import sqlalchemy as sa
+from tests.stores.steps import completed, decided
 
 from retrysafe.database import Database
 from retrysafe.database.schema import organizations
@@ -22,29 +23,20 @@ TTL = 3600.0
 
 async def test_first_request_executes_and_its_response_is_replayed(store: IdempotencyStore) -> None:
     """A new key executes; once completed, the same request gets the stored response."""
-    async with store.attempt(KEY, "fp", now=1000, ttl=TTL) as decision:
-        assert isinstance(decision, Execute)
-        await decision.attempt.complete(CREATED)
-    async with store.attempt(KEY, "fp", now=1001, ttl=TTL) as decision:
-        assert decision == Replay(CREATED)
+    await completed(store, KEY, CREATED, now=1000, ttl=TTL)
+    assert await decided(store, KEY, now=1001, ttl=TTL) == Replay(CREATED)
 
 
 async def test_different_fingerprint_is_a_mismatch(store: IdempotencyStore) -> None:
-    async with store.attempt(KEY, "fp", now=1000, ttl=TTL) as decision:
-        assert isinstance(decision, Execute)
-        await decision.attempt.complete(CREATED)
-    async with store.attempt(KEY, "other", now=1001, ttl=TTL) as decision:
-        assert isinstance(decision, Mismatch)
+    await completed(store, KEY, CREATED, now=1000, ttl=TTL)
+    assert isinstance(await decided(store, KEY, now=1001, ttl=TTL, fingerprint="other"), Mismatch)
 
 
 async def test_error_responses_are_recorded_too(store: IdempotencyStore) -> None:
     """4xx and 5xx answers produced by a handler replay like a 201."""
     failed = StoredResponse(422, b'{"errors":[]}', "application/json")
-    async with store.attempt(KEY, "fp", now=1000, ttl=TTL) as decision:
-        assert isinstance(decision, Execute)
-        await decision.attempt.complete(failed)
-    async with store.attempt(KEY, "fp", now=1001, ttl=TTL) as decision:
-        assert decision == Replay(failed)
+    await completed(store, KEY, failed, now=1000, ttl=TTL)
+    assert await decided(store, KEY, now=1001, ttl=TTL) == Replay(failed)
 
 
 async def test_abandoned_claim_leaves_nothing(store: IdempotencyStore) -> None:
@@ -52,8 +44,7 @@ async def test_abandoned_claim_leaves_nothing(store: IdempotencyStore) -> None:
     async with store.attempt(KEY, "fp", now=1000, ttl=TTL) as decision:
         assert isinstance(decision, Execute)
         await decision.attempt.abandon()
-    async with store.attempt(KEY, "fp", now=1001, ttl=TTL) as decision:
-        assert isinstance(decision, Execute)
+    assert isinstance(await decided(store, KEY, now=1001, ttl=TTL), Execute)
 
 
 async def test_leaving_without_completing_abandons(store: IdempotencyStore) -> None:
@@ -64,8 +55,7 @@ async def test_leaving_without_completing_abandons(store: IdempotencyStore) -> N
             raise RuntimeError("handler crashed")
     except RuntimeError:
         pass
-    async with store.attempt(KEY, "fp", now=1001, ttl=TTL) as decision:
-        assert isinstance(decision, Execute)
+    assert isinstance(await decided(store, KEY, now=1001, ttl=TTL), Execute)
 
 
 async def test_concurrent_attempt_with_the_same_key_is_in_flight(store: IdempotencyStore) -> None:
@@ -79,28 +69,20 @@ async def test_concurrent_attempt_with_the_same_key_is_in_flight(store: Idempote
 
 
 async def test_keys_are_scoped_to_the_organization(store: IdempotencyStore) -> None:
-    async with store.attempt(KEY, "fp", now=1000, ttl=TTL) as decision:
-        assert isinstance(decision, Execute)
-        await decision.attempt.complete(CREATED)
+    await completed(store, KEY, CREATED, now=1000, ttl=TTL)
     other_org = RecordKey("org_b", KEY.key)
-    async with store.attempt(other_org, "fp", now=1001, ttl=TTL) as decision:
-        assert isinstance(decision, Execute)
+    assert isinstance(await decided(store, other_org, now=1001, ttl=TTL), Execute)
 
 
 async def test_expired_record_makes_the_key_new_again(store: IdempotencyStore) -> None:
-    async with store.attempt(KEY, "fp", now=1000, ttl=10) as decision:
-        assert isinstance(decision, Execute)
-        await decision.attempt.complete(CREATED)
-    async with store.attempt(KEY, "other", now=1011, ttl=10) as decision:
-        assert isinstance(decision, Execute)
+    await completed(store, KEY, CREATED, now=1000, ttl=10)
+    assert isinstance(await decided(store, KEY, now=1011, ttl=10, fingerprint="other"), Execute)
 
 
 async def test_purge_removes_only_expired_records(store: IdempotencyStore) -> None:
     for index, ttl in enumerate((10, 10, 1000)):
         key = RecordKey("org_a", f"k{index}")
-        async with store.attempt(key, "fp", now=1000, ttl=ttl) as decision:
-            assert isinstance(decision, Execute)
-            await decision.attempt.complete(CREATED)
+        await completed(store, key, CREATED, now=1000, ttl=ttl)
     assert await store.purge_expired(now=1500) == 2
     async with store.attempt(RecordKey("org_a", "k2"), "fp", now=1500, ttl=1000) as decision:
         assert decision == Replay(CREATED)
@@ -130,15 +112,11 @@ async def test_memory_lease_expiry_lets_a_retry_take_over_and_fences_the_old_hol
     store = MemoryIdempotencyStore(lease_seconds=5)
     async with store.attempt(KEY, "fp", now=1000, ttl=TTL) as stale:
         assert isinstance(stale, Execute)
-        async with store.attempt(KEY, "fp", now=1003, ttl=TTL) as early:
-            assert isinstance(early, InFlight)
-        async with store.attempt(KEY, "fp", now=1006, ttl=TTL) as fresh:
-            assert isinstance(fresh, Execute)
-            await fresh.attempt.complete(CREATED)
+        assert isinstance(await decided(store, KEY, now=1003, ttl=TTL), InFlight)
+        await completed(store, KEY, CREATED, now=1006, ttl=TTL)
         with pytest.raises(LeaseLost):
             await stale.attempt.complete(StoredResponse(500, b"late", "application/json"))
-    async with store.attempt(KEY, "fp", now=1007, ttl=TTL) as decision:
-        assert decision == Replay(CREATED)
+    assert await decided(store, KEY, now=1007, ttl=TTL) == Replay(CREATED)
 
 
 async def _org_count(db: Database) -> int:
@@ -172,8 +150,7 @@ async def test_sql_crash_before_commit_leaves_nothing(database: Database) -> Non
     except RuntimeError:
         pass
     assert await _org_count(database) == 0
-    async with store.attempt(KEY, "fp", now=1001, ttl=TTL) as decision:
-        assert isinstance(decision, Execute)
+    assert isinstance(await decided(store, KEY, now=1001, ttl=TTL), Execute)
 
 
 async def test_sql_error_response_discards_handler_writes_but_is_recorded(
@@ -187,8 +164,7 @@ async def test_sql_error_response_discards_handler_writes_but_is_recorded(
         await _write_org(database, "org_1")
         await decision.attempt.complete(failed)
     assert await _org_count(database) == 0
-    async with store.attempt(KEY, "fp", now=1001, ttl=TTL) as decision:
-        assert decision == Replay(failed)
+    assert await decided(store, KEY, now=1001, ttl=TTL) == Replay(failed)
 
 
 async def test_sql_two_stores_on_one_database_never_both_execute(database: Database) -> None:

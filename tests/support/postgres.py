@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
 
 import asyncpg
+import pytest
+from tests.support.sync import run_sync
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 SKIP_REASON = "PostgreSQL is not reachable on 127.0.0.1:5432"
@@ -43,3 +48,59 @@ async def create_database(template: str | None = None) -> str:
 async def drop_database(name: str) -> None:
     # Servers under test may still hold pooled connections; FORCE ends them.
     await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@asynccontextmanager
+async def new_database(template: str | None = None) -> AsyncIterator[str]:
+    """The URL of a new database (a copy of ``template`` when given), dropped afterwards.
+
+    The calling test skips when no PostgreSQL server is reachable.
+    """
+    if not await reachable():
+        pytest.skip(SKIP_REASON)
+    name = await create_database(template)
+    try:
+        yield url_of(name)
+    finally:
+        await drop_database(name)
+
+
+@contextmanager
+def new_database_sync(template: str | None = None) -> Iterator[str]:
+    """:func:`new_database` for synchronous code (fixtures, sync tests), on a thread of its own."""
+    if not run_sync(reachable):
+        pytest.skip(SKIP_REASON)
+    name = run_sync(lambda: create_database(template))
+    try:
+        yield url_of(name)
+    finally:
+        run_sync(lambda: drop_database(name))
+
+
+class Copies:
+    """New copies of ``template``, each made while the test before it runs.
+
+    ``CREATE DATABASE`` takes about half a second on the shared server; a suite
+    that gives every test its own copy waits for that once, not once per test.
+    Every copy is still new and used by one test only.
+    """
+
+    def __init__(self, template: str) -> None:
+        self._template = template
+        self._maker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg-copies")
+        self._next: Future[str] = self._maker.submit(self._make)
+
+    def _make(self) -> str:
+        return asyncio.run(create_database(self._template))
+
+    def take(self) -> str:
+        """The name of a new copy (the caller drops it), and the next one started."""
+        name = self._next.result()
+        self._next = self._maker.submit(self._make)
+        return name
+
+    def close(self) -> None:
+        """Drop the copy made ahead; call before dropping the template."""
+        name = self._next.result()
+        self._maker.shutdown()
+        run_sync(lambda: drop_database(name))

@@ -3,53 +3,33 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 
-from server_process import clean_env, free_port
-
-CLI = (sys.executable, "-m", "retrysafe")
+from server_process import ServerProcess, free_port, spawn
 
 
 @dataclass
-class ProviderProcess:
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
+class ProviderProcess(ServerProcess):
+    """A ``retrysafe provider`` process; :meth:`stop` SIGKILLs it (nothing of it must survive)."""
+
+    what: ClassVar[str] = "provider"
+    healthy_within: ClassVar[float] = 20
+    poll_every: ClassVar[float] = 0.05
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.base_url
 
     def checks_run(self) -> int:
         response = httpx.get(f"{self.url}/stats", timeout=5)
         assert response.status_code == 200, response.text
         count: int = response.json()["checks_run"]
         return count
-
-    def wait_healthy(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"provider exited with {self.process.returncode}:\n{self.log()}"
-                )
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"provider not healthy within {timeout} s:\n{self.log()}")
 
     def wait_for_checks(self, count: int, timeout: float = 20) -> None:
         """Poll /stats until the provider has started ``count`` checks."""
@@ -58,10 +38,9 @@ class ProviderProcess:
             assert time.monotonic() < deadline, f"the provider never started check {count}"
             time.sleep(0.02)
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
+    def stop(self, timeout: float = 15) -> int:
+        self.kill()
+        return self.process.returncode
 
 
 def start_provider(cwd: Path, *args: str, env_passthrough: tuple[str, ...] = ()) -> ProviderProcess:
@@ -71,15 +50,8 @@ def start_provider(cwd: Path, *args: str, env_passthrough: tuple[str, ...] = ())
     """
     port = free_port()
     log_path = cwd / f"provider-{port}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [*CLI, "provider", "--port", str(port), *args],
-            cwd=cwd,
-            env=clean_env({name: os.environ[name] for name in env_passthrough}),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    env = {name: os.environ[name] for name in env_passthrough}
+    process = spawn(["provider", "--port", str(port), *args], cwd=cwd, env=env, log_path=log_path)
     provider = ProviderProcess(process, port, log_path)
     try:
         provider.wait_healthy()

@@ -28,6 +28,15 @@ def _int_header(headers: httpx.Headers, name: str) -> int | None:
         return None
 
 
+def _limit_and_remaining(headers: httpx.Headers, prefix: str) -> tuple[int, int] | None:
+    """``PREFIX-Limit`` and ``PREFIX-Remaining`` as integers, or ``None`` unless both are."""
+    limit = _int_header(headers, f"{prefix}-limit")
+    remaining = _int_header(headers, f"{prefix}-remaining")
+    if limit is None or remaining is None:
+        return None
+    return limit, remaining
+
+
 @dataclass(frozen=True, slots=True)
 class RateLimit:
     """The ``RateLimit-*`` headers of an answer (SPEC §2): how much of the window is left."""
@@ -41,11 +50,9 @@ class RateLimit:
 
     @classmethod
     def from_headers(cls, headers: httpx.Headers) -> RateLimit | None:
-        limit = _int_header(headers, "ratelimit-limit")
-        remaining = _int_header(headers, "ratelimit-remaining")
-        if limit is None or remaining is None:
-            return None
-        return cls(limit=limit, remaining=remaining, reset=_int_header(headers, "ratelimit-reset"))
+        counts = _limit_and_remaining(headers, "ratelimit")
+        reset = _int_header(headers, "ratelimit-reset")
+        return None if counts is None else cls(*counts, reset=reset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +64,8 @@ class Quota:
 
     @classmethod
     def from_headers(cls, headers: httpx.Headers) -> Quota | None:
-        limit = _int_header(headers, "quotalimit-limit")
-        remaining = _int_header(headers, "quotalimit-remaining")
-        if limit is None or remaining is None:
-            return None
-        return cls(limit=limit, remaining=remaining)
+        counts = _limit_and_remaining(headers, "quotalimit")
+        return None if counts is None else cls(*counts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,11 +75,7 @@ class MultipartUpload:
             file.seek(self._start)
         self._started = False
         boundary_bytes = self._boundary.encode("ascii")
-        preamble = bytearray()
-        for name, value in fields:
-            preamble += b"--" + boundary_bytes + b"\r\n"
-            preamble += b'Content-Disposition: form-data; name="' + _quote(name) + b'"\r\n\r\n'
-            preamble += value.encode("utf-8") + b"\r\n"
+        preamble = _text_parts(fields, boundary_bytes)
         preamble += b"--" + boundary_bytes + b"\r\n"
         preamble += (
             b'Content-Disposition: form-data; name="'
@@ -156,13 +152,19 @@ def encode_form(fields: Sequence[tuple[str, str]], boundary: str) -> bytes:
     so it is built whole rather than streamed.
     """
     boundary_bytes = boundary.encode("ascii")
-    body = bytearray()
-    for name, value in fields:
-        body += b"--" + boundary_bytes + b"\r\n"
-        body += b'Content-Disposition: form-data; name="' + _quote(name) + b'"\r\n\r\n'
-        body += value.encode("utf-8") + b"\r\n"
+    body = _text_parts(fields, boundary_bytes)
     body += b"--" + boundary_bytes + b"--\r\n"
     return bytes(body)
+
+
+def _text_parts(fields: Sequence[tuple[str, str]], boundary: bytes) -> bytearray:
+    """One ``form-data`` part per text field, each opened by the boundary line."""
+    parts = bytearray()
+    for name, value in fields:
+        parts += b"--" + boundary + b"\r\n"
+        parts += b'Content-Disposition: form-data; name="' + _quote(name) + b'"\r\n\r\n'
+        parts += value.encode("utf-8") + b"\r\n"
+    return parts
 
 
 class DamagedDownloadError(RetrysafeError):

@@ -21,9 +21,9 @@ from retrysafe.envelope import ApiError
 from retrysafe.service import openapi
 from retrysafe.service.attributes import ACCOUNT, ACCOUNT_INPUT
 from retrysafe.service.bodies import BodyReader
-from retrysafe.service.pagination import any_value, page_request
+from retrysafe.service.pagination import any_value, newest_first, page_request
 from retrysafe.service.scopes import require_scope
-from retrysafe.service.serialization import Resource, created, page, resource, single, timestamp
+from retrysafe.service.serialization import Resource, created, resource, single, timestamp
 from retrysafe.service.validation import validate
 
 _ATTRIBUTES = ACCOUNT.names
@@ -155,13 +155,9 @@ def accounts_router(db: Database, reader: BodyReader) -> APIRouter:
         query = select(*COLUMNS).where(accounts.c.organization_id == principal.organization_id)
         if "reference_id" in wanted.filters:
             query = query.where(accounts.c.reference_id == wanted.filters["reference_id"])
-        if wanted.after is not None:
-            query = query.where(accounts.c.id < wanted.after)
-        query = query.order_by(accounts.c.id.desc()).limit(wanted.size + 1)
-        async with db.read() as conn:
-            rows = (await conn.execute(query)).all()
-        items = [account_resource(row._mapping) for row in rows]
-        return page(items[: wanted.size], wanted.next_link(request.url.path, items))
+        return await newest_first(
+            db, query, accounts.c.id, wanted, account_resource, request.url.path
+        )
 
     @router.patch(
         "/{account_id}",

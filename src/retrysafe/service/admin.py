@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -154,25 +154,11 @@ async def list_api_keys(db: Database, org_name: str | None = None) -> list[ApiKe
 
 async def list_organizations(db: Database) -> list[OrganizationListing]:
     """Every organization, by name."""
-    query = select(
-        organizations.c.id,
-        organizations.c.name,
-        organizations.c.inquiry_quota,
-        organizations.c.inquiries_used,
-        organizations.c.created_at,
-    ).order_by(organizations.c.name)
+    columns = [organizations.c[field.name] for field in fields(OrganizationListing)]
+    query = select(*columns).order_by(organizations.c.name)
     async with db.read() as conn:
         rows = (await conn.execute(query)).all()
-    return [
-        OrganizationListing(
-            id=row.id,
-            name=row.name,
-            inquiry_quota=row.inquiry_quota,
-            inquiries_used=row.inquiries_used,
-            created_at=row.created_at,
-        )
-        for row in rows
-    ]
+    return [OrganizationListing(**row._mapping) for row in rows]
 
 
 async def _get_or_create(db: Database, conn: AsyncConnection, name: str) -> tuple[str, bool]:

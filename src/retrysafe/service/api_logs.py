@@ -18,9 +18,9 @@ from retrysafe.database.schema import api_logs
 from retrysafe.envelope import ApiError
 from retrysafe.service import openapi
 from retrysafe.service.attributes import API_LOG, API_LOG_OUTCOMES
-from retrysafe.service.pagination import any_value, page_request
+from retrysafe.service.pagination import any_value, newest_first, page_request
 from retrysafe.service.scopes import require_scope
-from retrysafe.service.serialization import API_PREFIX, Resource, page, resource, single
+from retrysafe.service.serialization import API_PREFIX, Resource, resource, single
 
 __all__ = ["API_LOGS_PATH", "OUTCOMES", "SCOPE", "api_logs_router", "is_logged_path"]
 
@@ -158,13 +158,9 @@ def api_logs_router(db: Database) -> APIRouter:
         wanted = page_request(request, id_prefix="log", filters=_FILTERS)
         query = select(*COLUMNS).where(api_logs.c.organization_id == principal.organization_id)
         query = _filtered(query, wanted.filters)
-        if wanted.after is not None:
-            query = query.where(api_logs.c.id < wanted.after)
-        query = query.order_by(api_logs.c.id.desc()).limit(wanted.size + 1)
-        async with db.read() as conn:
-            rows = (await conn.execute(query)).all()
-        items = [api_log_resource(row._mapping) for row in rows]
-        return page(items[: wanted.size], wanted.next_link(request.url.path, items))
+        return await newest_first(
+            db, query, api_logs.c.id, wanted, api_log_resource, request.url.path
+        )
 
     @router.get(
         "/{log_id}",

@@ -18,9 +18,9 @@ from retrysafe.envelope import ApiError
 from retrysafe.service import openapi
 from retrysafe.service.attributes import ACCOUNT_INPUT, INQUIRY, INQUIRY_INPUT, INQUIRY_STATUSES
 from retrysafe.service.bodies import BodyReader
-from retrysafe.service.pagination import any_value, page_request
+from retrysafe.service.pagination import any_value, newest_first, page_request
 from retrysafe.service.scopes import require_scope
-from retrysafe.service.serialization import Resource, created, page, resource, single, timestamp
+from retrysafe.service.serialization import Resource, created, resource, single, timestamp
 from retrysafe.service.statements import insert_unless_conflict
 from retrysafe.service.validation import validate
 
@@ -255,13 +255,9 @@ def inquiries_router(db: Database, reader: BodyReader) -> APIRouter:
         query = select(*COLUMNS).where(inquiries.c.organization_id == principal.organization_id)
         for name, value in wanted.filters.items():
             query = query.where(inquiries.c[name] == value)
-        if wanted.after is not None:
-            query = query.where(inquiries.c.id < wanted.after)
-        query = query.order_by(inquiries.c.id.desc()).limit(wanted.size + 1)
-        async with db.read() as conn:
-            rows = (await conn.execute(query)).all()
-        items = [inquiry_resource(row._mapping) for row in rows]
-        return page(items[: wanted.size], wanted.next_link(request.url.path, items))
+        return await newest_first(
+            db, query, inquiries.c.id, wanted, inquiry_resource, request.url.path
+        )
 
     for action, (target, sources) in TRANSITIONS.items():
         router.add_api_route(

@@ -13,13 +13,25 @@ __all__ = ["package_file_routes"]
 
 
 def package_file_routes(
-    package: str, files: Mapping[str, tuple[str, str]], headers: Mapping[str, str]
+    package: str,
+    files: Mapping[str, tuple[str, str]],
+    *,
+    content_security_policy: str,
+    cache_control: str,
 ) -> list[Route]:
     """One route per ``path: (file name, media type)``, its bytes read once from ``package``.
 
     Read at start-up rather than per request: the files never change while the
     process runs, and a missing one fails at once instead of at the first visit.
+    Every answer says ``nosniff`` and sends no referrer; the pages' policy and
+    caching are the caller's.
     """
+    headers = {
+        "Content-Security-Policy": content_security_policy,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": cache_control,
+    }
     root = resources.files(package)
     routes = []
     for path, (name, media_type) in files.items():

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
+from sqlalchemy import ColumnElement, Select
 from starlette.requests import Request
+from starlette.responses import Response
 
 from retrysafe import ids
+from retrysafe.database import Database
 from retrysafe.envelope import ApiError
+from retrysafe.service.serialization import Resource, page
 
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 100
@@ -32,6 +37,27 @@ class PageRequest:
         query["page[size]"] = str(self.size)
         query["page[after]"] = str(items[self.size - 1]["id"])
         return f"{path}?{urlencode(query)}"
+
+
+async def newest_first(
+    db: Database,
+    query: Select[Any],
+    id_column: ColumnElement[str],
+    wanted: PageRequest,
+    render: Callable[[Mapping[str, Any]], Resource],
+    path: str,
+) -> Response:
+    """The page ``wanted`` asks for of ``query``'s rows, highest (newest) id first, with links.next.
+
+    One row more than the page is read: its presence is what says a next page exists.
+    """
+    if wanted.after is not None:
+        query = query.where(id_column < wanted.after)
+    query = query.order_by(id_column.desc()).limit(wanted.size + 1)
+    async with db.read() as conn:
+        rows = (await conn.execute(query)).all()
+    items = [render(row._mapping) for row in rows]
+    return page(items[: wanted.size], wanted.next_link(path, items))
 
 
 def invalid_parameter(name: str, requirement: str) -> ApiError:

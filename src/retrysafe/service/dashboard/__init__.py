@@ -23,17 +23,14 @@ _FILES = {
 DASHBOARD_PATHS = frozenset(_FILES)
 """Served without an API key: the page asks for one and sends it to the API itself."""
 
-_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-        "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-cache",
-}
+_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 def dashboard_routes() -> list[Route]:
     """One GET route per file, its bytes read once from the package."""
-    return package_file_routes(__name__, _FILES, _HEADERS)
+    return package_file_routes(
+        __name__, _FILES, content_security_policy=_POLICY, cache_control="no-cache"
+    )

@@ -1,0 +1,33 @@
+"""A tiny suite run by a pytest of its own, with a copy of the root conftest, for its CI guard."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT_CONFTEST = Path(__file__).resolve().parents[2] / "conftest.py"
+
+
+def run_pytest(
+    directory: Path, test_source: str, *, markers: dict[str, str], ci: bool
+) -> subprocess.CompletedProcess[str]:
+    """Run ``test_source`` in ``directory`` (its own rootdir), with ``CI=true`` or without CI."""
+    shutil.copy(ROOT_CONFTEST, directory / "conftest.py")
+    declared = "".join(f"    {name}: {help}\n" for name, help in markers.items())
+    (directory / "pytest.ini").write_text(f"[pytest]\nmarkers =\n{declared}")
+    (directory / "test_sample.py").write_text(test_source)
+    env = {key: value for key, value in os.environ.items() if key != "CI"}
+    if ci:
+        env["CI"] = "true"
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", str(directory)],
+        cwd=directory,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
