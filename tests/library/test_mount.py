@@ -12,9 +12,10 @@ import pytest
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from starlette.requests import Request
+from tests.support.lifespan import lifespan, running
 from tests.support.throwaway import free_port
 
-from retrysafe.asgi import ASGIApp, Message, RetrySafe, Scope, single_tenant
+from retrysafe.asgi import ASGIApp, RetrySafe, Scope, single_tenant
 from retrysafe.stores.memory import MemoryIdempotencyStore
 from retrysafe.stores.url import UrlStore
 
@@ -120,57 +121,6 @@ async def test_a_store_object_is_used_as_given() -> None:
         await http.post("/orders", json={}, headers={"Idempotency-Key": "k"})
     assert app.store is store
     assert await store.purge_expired(1e12) == 1
-
-
-@asynccontextmanager
-async def running(app: ASGIApp) -> AsyncIterator[list[Message]]:
-    """The app between its lifespan start-up and shutdown, as a server runs it.
-
-    Yields what the app has sent the server (the start-up's answer first); a
-    start-up that failed ends the context at once, since a server would exit.
-    """
-    inbox: asyncio.Queue[Message] = asyncio.Queue()
-    sent: list[Message] = []
-    answered = asyncio.Event()
-    await inbox.put({"type": "lifespan.startup"})
-
-    async def receive() -> Message:
-        return await inbox.get()
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-        if message["type"].startswith("lifespan.startup."):
-            answered.set()
-
-    async def serve() -> None:
-        scope: Scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-        try:
-            await app(scope, receive, send)
-        except Exception:
-            # Starlette re-raises a failed start-up after reporting it, as servers expect.
-            if not any(m["type"] == "lifespan.startup.failed" for m in sent):
-                raise
-        finally:
-            answered.set()
-
-    task = asyncio.create_task(serve())
-    await asyncio.wait_for(answered.wait(), timeout=10)
-    if sent and sent[0]["type"] == "lifespan.startup.complete":
-        try:
-            yield sent
-        finally:
-            await inbox.put({"type": "lifespan.shutdown"})
-            await asyncio.wait_for(task, timeout=10)
-    else:
-        await asyncio.wait_for(task, timeout=10)
-        yield sent
-
-
-async def lifespan(app: ASGIApp) -> list[Message]:
-    """Start the app and shut it down again; return what it sent the server."""
-    async with running(app) as sent:
-        pass
-    return sent
 
 
 async def test_an_unreachable_store_fails_the_start_up_with_its_url() -> None:

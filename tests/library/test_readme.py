@@ -27,12 +27,12 @@ import pytest
 from tests.conftest import run_sync
 from tests.server_process import ServerProcess, clean_env, free_port
 from tests.support import redis_service
+from tests.support.lifespan import running
 
 from retrysafe.asgi import RetrySafe
 from retrysafe.pipeline.tenancy import by_credential
 
 from .extras_env import project_metadata
-from .test_mount import running
 from .test_transaction_join import sql
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -11,6 +11,7 @@ import pytest
 from redis.asyncio import Redis
 from tests.conftest import TEST_SETTINGS, migrate, with_database
 from tests.support import redis_service
+from tests.support.lifespan import lifespan, running
 from tests.support.throwaway import free_port
 
 from retrysafe.database import Database
@@ -18,8 +19,6 @@ from retrysafe.service import admin
 from retrysafe.service.app import create_app
 from retrysafe.settings import STORE_SCHEMES
 from retrysafe.stores.url import SCHEMES
-
-from .test_mount import lifespan, running
 
 
 @pytest.mark.redis

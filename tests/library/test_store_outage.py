@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Callable, Iterator
 
 import pytest
+from tests.support.lifespan import running
 from tests.support.throwaway import (
     ThrowawayPostgres,
     ThrowawayRedis,
@@ -22,7 +23,7 @@ from tests.support.throwaway import (
 
 from retrysafe.asgi import RetrySafe
 
-from .test_mount import JSON, KEYED, client, orders_api, running
+from .test_mount import JSON, KEYED, client, orders_api
 
 pytestmark = pytest.mark.slow
 

@@ -20,11 +20,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from tests.support import postgres
+from tests.support.lifespan import running
 
 from retrysafe.asgi import RetrySafe, single_tenant
 from retrysafe.database import async_url
-
-from .test_mount import running
 
 orders = sa.Table(
     "orders",

@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.database.round_trips import asyncpg_round_trips, sqlite_statements
+from tests.support.lifespan import running
 
 from retrysafe.database import Database
 from retrysafe.service.admin import create_api_key
@@ -51,7 +52,10 @@ async def _service(db: Database, tmp_path: Path) -> AsyncIterator[httpx.AsyncCli
     )
     app = create_app(settings)
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url="http://test/api/v1") as client:
+    async with (
+        running(app),
+        httpx.AsyncClient(transport=transport, base_url="http://test/api/v1") as client,
+    ):
         yield client
 
 
