@@ -70,8 +70,8 @@ REPLAYED = (
 _UNTHROTTLED = frozenset({"/health", METRICS_PATH})
 
 
-def request_scope() -> Scope:
-    """What uvicorn hands the app for one of create.lua's requests (MODE=same)."""
+def request_scope(secret: str = SECRET, key: str = "bench-replay", body: bytes = BODY) -> Scope:
+    """What uvicorn hands the app for one of create.lua's requests (MODE=same by default)."""
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -87,9 +87,9 @@ def request_scope() -> Scope:
         "headers": [
             (b"host", b"127.0.0.1:8000"),
             (b"content-type", b"application/json"),
-            (b"authorization", f"Bearer {SECRET}".encode()),
-            (b"idempotency-key", b"bench-replay"),
-            (b"content-length", str(len(BODY)).encode()),
+            (b"authorization", f"Bearer {secret}".encode()),
+            (b"idempotency-key", key.encode()),
+            (b"content-length", str(len(body)).encode()),
         ],
         "state": {},
     }

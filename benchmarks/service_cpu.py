@@ -38,6 +38,7 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
 import uvloop
 
 from benchmarks import databases
+from benchmarks.layers import request_scope
 from retrysafe.asgi import ASGIApp, Message
 from retrysafe.database import Database
 from retrysafe.database.migrate import upgrade
@@ -47,30 +48,6 @@ from retrysafe.service.app import create_app
 from retrysafe.settings import LogFormat, LogLevel, Settings
 
 RATE_LIMIT = "1000000/second"
-
-
-def scope(secret: str, key: str, body: bytes) -> dict[str, Any]:
-    """What uvicorn hands the app for one of create.lua's requests."""
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "server": ("127.0.0.1", 8000),
-        "client": ("127.0.0.1", 51234),
-        "scheme": "http",
-        "method": "POST",
-        "root_path": "",
-        "path": "/api/v1/accounts",
-        "raw_path": b"/api/v1/accounts",
-        "query_string": b"",
-        "headers": [
-            (b"host", b"127.0.0.1:8000"),
-            (b"content-type", b"application/json"),
-            (b"authorization", f"Bearer {secret}".encode()),
-            (b"idempotency-key", key.encode()),
-            (b"content-length", str(len(body)).encode()),
-        ],
-    }
 
 
 def body_for(reference: str) -> bytes:
@@ -113,7 +90,7 @@ class Service:
             if message["type"] == "http.response.start":
                 status = message["status"]
 
-        await self.app(scope(self.secret, key, body), receive, send)  # type: ignore[arg-type]
+        await self.app(request_scope(self.secret, key, body), receive, send)  # type: ignore[arg-type]
         return status
 
 
