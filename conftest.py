@@ -1,5 +1,9 @@
 """Under ``CI=true``, a test skipped for want of PostgreSQL, Redis or a browser fails the run.
 
+And in any run, a thread left running at the end (a connection a test never closed:
+aiosqlite's worker threads are not daemons) fails the run instead of keeping the
+interpreter from exiting, which would hang CI until its time limit.
+
 Locally those tests skip so the suite runs with only Python; in CI a skip would hide
 that a backend (or the dashboard's browser test) was never exercised, so ``.ci/run``
 must not pass with one. This lives
@@ -9,6 +13,9 @@ in the root conftest, apart from ``tests/conftest.py``, so it guards every test 
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import time
 
 import pytest
 
@@ -77,5 +84,52 @@ def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
     return str(longrepr)
 
 
+THREAD_GRACE_SECONDS = 5.0
+"""How long threads still running after the session get to finish before the run fails."""
+
+
+class LingeringThreadGuard:
+    """Fails the run, at once, when non-daemon threads outlive the session.
+
+    The interpreter joins such threads before it exits, so one that waits forever
+    (a leaked aiosqlite connection's worker) would hang the run after its summary.
+    """
+
+    def __init__(self) -> None:
+        self.exitstatus = 0
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self.exitstatus = int(session.exitstatus)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        deadline = time.monotonic() + THREAD_GRACE_SECONDS
+        lingering = _non_daemon_threads()
+        for thread in lingering:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        lingering = _non_daemon_threads()
+        if not lingering:
+            return
+        names = ", ".join(sorted(thread.name for thread in lingering))
+        sys.stdout.flush()
+        sys.stderr.write(
+            f"\nretrysafe tests: {len(lingering)} thread(s) still running after the session "
+            f"(a connection or server a test never closed?): {names}. "
+            "Failing the run instead of waiting for them.\n"
+        )
+        sys.stderr.flush()
+        os._exit(self.exitstatus or int(pytest.ExitCode.TESTS_FAILED))
+
+
+def _non_daemon_threads() -> list[threading.Thread]:
+    return [
+        thread
+        for thread in threading.enumerate()
+        if thread is not threading.main_thread() and not thread.daemon and thread.is_alive()
+    ]
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(ServiceSkipGuard(), "retrysafe-service-skip-guard")
+    config.pluginmanager.register(LingeringThreadGuard(), "retrysafe-lingering-thread-guard")
