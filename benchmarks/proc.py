@@ -55,6 +55,26 @@ def descendants(pid: int) -> list[int]:
     return sorted(found)
 
 
+def named(names: frozenset[str]) -> list[int]:
+    """Every live process whose command name (``comm``) is one of ``names``.
+
+    How the benchmark finds a database server that is not its child: PostgreSQL's
+    postmaster, backends and background workers are all ``postgres``; Redis is
+    ``redis-server``.
+    """
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry.name}/stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if stat[stat.find("(") + 1 : stat.rfind(")")] in names:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
 def command_line(pid: int) -> str:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()

@@ -39,6 +39,8 @@ class Summary:
     statuses: dict[int, int]
     socket_errors: int
     client_cores: float
+    database_cpu_ms_per_request: float | None
+    """PostgreSQL's or Redis's CPU per request; None where the store runs in-process."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,11 @@ class Target:
 def _median(values: Iterable[float]) -> float:
     listed = [v for v in values if v == v]  # NaN never counts
     return statistics.median(listed) if listed else float("nan")
+
+
+def _median_or_none(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return _median(known) if known else None
 
 
 def _share(measurements: Sequence[Measurement]) -> str:
@@ -113,6 +120,9 @@ def summarize(passes: Sequence[dict[str, Measurement]]) -> list[Summary]:
                 statuses=statuses,
                 socket_errors=sum(r.result.socket_errors for r in runs),
                 client_cores=_median(r.client_cores for r in runs),
+                database_cpu_ms_per_request=_median_or_none(
+                    r.database_cpu_ms_per_request for r in runs
+                ),
             )
         )
     return summaries
@@ -246,14 +256,14 @@ def _statuses(summary: Summary) -> str:
 def table(summaries: Sequence[Summary]) -> str:
     lines = [
         "| row | req/s | × anchor | p50 ms | p99 ms | server CPU ms/req"
-        " | CPU per process | wrk cores | answers |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|---|",
+        " | CPU per process | database CPU ms/req | wrk cores | answers |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for s in summaries:
         lines.append(
             f"| {s.label} | {s.rps:.0f} | {_number(s.ratio, 2, '×')} | {_number(s.p50_ms)}"
             f" | {_number(s.p99_ms)} | {_number(s.cpu_ms_per_request, 2)} | {s.worker_share}"
-            f" | {_number(s.client_cores, 2)}"
+            f" | {_number(s.database_cpu_ms_per_request, 2)} | {_number(s.client_cores, 2)}"
             f" | {_statuses(s)}{f'; {s.socket_errors} socket errors' if s.socket_errors else ''} |"
         )
     return "\n".join(lines)

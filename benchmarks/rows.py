@@ -12,7 +12,7 @@ import contextlib
 import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from benchmarks import databases, proc, servers, wrk
@@ -148,6 +148,14 @@ ROWS: tuple[Row, ...] = (
         baseline=None,
     ),
     Row(
+        "anchor_postgres-workers",
+        "anchor_postgres in 2 uvicorn workers (informational: what a second process gives here)",
+        ServerSpec("anchor_postgres", database="postgres", workers=2),
+        "new",
+        201,
+        baseline="anchor_postgres",
+    ),
+    Row(
         "postgres",
         "retrysafe create (PostgreSQL)",
         ServerSpec("retrysafe", database="postgres"),
@@ -196,6 +204,10 @@ class Measurement:
     client_cores: float = 0.0
     """CPU wrk itself used, in cores (CPU seconds per second): the share of the
     machine the load generator took from the server."""
+    database_cpu_ms_per_request: float | None = None
+    """CPU of the database or store server the row talks to (every PostgreSQL or
+    Redis process) per answered request; None where it runs inside the server
+    process (SQLite, the memory stores)."""
 
     @property
     def unexpected(self) -> int:
@@ -254,6 +266,14 @@ def measure(
             env = stack.enter_context(_redis_prefix("PEER_PREFIX"))
         elif row.server.kind == "library":
             env = stack.enter_context(_library_store(row.server.variant, workdir))
+        if row.server.kind == "anchor_postgres" and row.server.workers > 1:
+            # The anchor creates its table at start-up, and two processes doing so at
+            # once collide (CREATE TABLE IF NOT EXISTS is not safe under concurrency):
+            # one process starts first, as the anchor's README does, and makes it.
+            with servers.serving(
+                replace(row.server, workers=1), workdir=workdir, database_url=database_url
+            ):
+                pass
         server = stack.enter_context(
             servers.serving(row.server, workdir=workdir, database_url=database_url, env=env)
         )
@@ -261,16 +281,38 @@ def measure(
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack never swallows here
 
 
+def database_processes(row: Row) -> frozenset[str]:
+    """The command names of the out-of-process database or store ``row`` talks to."""
+    if row.server.database == "postgres":
+        return frozenset({"postgres"})
+    if (row.server.kind == "library" and row.server.variant == "redis") or (
+        row.server.kind == "peer" and PEER_BACKENDS.get(row.server.variant) == "Redis"
+    ):
+        return frozenset({"redis-server"})
+    return frozenset()
+
+
 def load(row: Row, server: servers.RunningServer, *, seconds: int, connections: int) -> Measurement:
     """Drive a running ``server`` with ``row``'s requests and read what it cost."""
     pids = server.pids()
     before = {pid: proc.cpu_seconds(pid) for pid in pids}
+    # The whole database server, background processes included: on a quiet machine
+    # nothing else uses it, and its checkpointer and WAL writer work for this load too.
+    database = database_processes(row)
+    database_pids = proc.named(database) if database else []
+    database_before = {pid: proc.cpu_seconds(pid) for pid in database_pids}
     client_before = proc.children_cpu_seconds()
     result, _output = wrk.run(
         server.url, mode=row.mode, api_key=server.api_key, seconds=seconds, connections=connections
     )
     client = proc.children_cpu_seconds() - client_before
     used = {pid: proc.cpu_seconds(pid) - before[pid] for pid in pids}
+    # Pools open their connections as the load needs them: a backend started meanwhile
+    # counts whole. One that exited meanwhile reads 0 and would count negative: left out.
+    database_used = sum(
+        max(proc.cpu_seconds(pid) - database_before.get(pid, 0.0), 0.0)
+        for pid in (proc.named(database) if database else [])
+    )
     answered = max(result.requests, 1)
     return Measurement(
         row=row.key,
@@ -280,4 +322,5 @@ def load(row: Row, server: servers.RunningServer, *, seconds: int, connections: 
         rss_mb=sum(proc.rss_bytes(pid) for pid in pids) / 2**20,
         argv=tuple(server.argv),
         client_cores=client / max(result.seconds, 1e-9),
+        database_cpu_ms_per_request=1000 * database_used / answered if database else None,
     )

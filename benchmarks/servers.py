@@ -148,10 +148,16 @@ def command(spec: ServerSpec, port: int, database_url: str) -> list[str]:
     if spec.kind in ANCHOR_KINDS:
         # As ../shared/bench/README.md starts them.
         app = f"{spec.kind}:app"
-        return [
+        argv = [
             "python", "-m", "uvicorn", app, "--app-dir", str(anchor_dir()),
             "--port", str(port), *UVICORN_FLAGS,
         ]  # fmt: skip
+        if spec.workers > 1:
+            # Informational rows only: the same app in N processes. At info each worker
+            # logs its start-up (the access log stays off), which is how its readiness shows.
+            argv[argv.index("warning")] = "info"
+            argv += ["--workers", str(spec.workers)]
+        return argv
     if spec.kind in APP_KINDS:
         app = f"{spec.kind}_app:app"
         return ["python", "-m", "uvicorn", app, "--port", str(port), *UVICORN_FLAGS]
@@ -218,7 +224,9 @@ def serving(
         )
     server = RunningServer(process, port, api_key, log_path, argv)
     try:
-        _wait_healthy(server, spec.workers)
+        _wait_healthy(
+            server, spec.workers, shared_socket=spec.kind in ANCHOR_KINDS and spec.workers > 1
+        )
         yield server
     finally:
         _stop(process)
@@ -231,7 +239,7 @@ def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _wait_healthy(server: RunningServer, workers: int = 1) -> None:
+def _wait_healthy(server: RunningServer, workers: int = 1, *, shared_socket: bool = False) -> None:
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
@@ -246,7 +254,12 @@ def _wait_healthy(server: RunningServer, workers: int = 1) -> None:
         # /health answers as soon as one worker listens. The kernel spreads
         # connections only over the sockets listening when they arrive, and wrk's
         # keep-alive connections stay where they land: wait for every worker.
-        if proc.listening_sockets(server.port) >= workers:
+        # uvicorn's own --workers share the parent's one socket instead: each has
+        # started when it logged so.
+        if shared_socket:
+            if server.log().count("Application startup complete") >= workers:
+                return
+        elif proc.listening_sockets(server.port) >= workers:
             return
         time.sleep(0.1)
     raise RuntimeError(f"server not healthy within {STARTUP_SECONDS} s:\n{server.log()}")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import report, run, servers, wrk
+from benchmarks import proc, report, run, servers, wrk
 from benchmarks.growth import GrowthPoint
-from benchmarks.rows import ROWS_BY_KEY, Measurement
+from benchmarks.rows import ROWS_BY_KEY, Measurement, database_processes
 from benchmarks.run import parse_args
 
 WRK_OUTPUT = """\
@@ -229,3 +229,47 @@ def test_the_documented_commands_name_no_port_path_or_key() -> None:
     assert "40123" not in words
     assert "LIB_STORE=sqlite" in words
     assert "BENCH_KEY=KEY" in words
+
+
+def test_the_database_cpu_column_reads_the_store_each_row_talks_to() -> None:
+    assert database_processes(ROWS_BY_KEY["postgres"]) == {"postgres"}
+    assert database_processes(ROWS_BY_KEY["anchor_postgres-workers"]) == {"postgres"}
+    assert database_processes(ROWS_BY_KEY["lib-redis-replay"]) == {"redis-server"}
+    assert database_processes(ROWS_BY_KEY["peer-asgi-idempotency-header"]) == {"redis-server"}
+    # In-process stores: SQLite and the memory ones have no server of their own.
+    for key in ("create", "anchor_sqlite", "lib-sqlite", "lib-memory", "peer-fastapi-idempotency"):
+        assert database_processes(ROWS_BY_KEY[key]) == frozenset(), key
+
+
+def test_processes_are_found_by_their_command_name() -> None:
+    own = Path("/proc/self/comm").read_text().strip()
+    assert os.getpid() in proc.named(frozenset({own}))
+    assert os.getpid() not in proc.named(frozenset({own + "-not"}))
+
+
+def test_the_anchor_in_two_workers_runs_as_its_readme_says_plus_workers() -> None:
+    one = servers.command(servers.ServerSpec("anchor_postgres", database="postgres"), 1, "")
+    two = servers.command(
+        servers.ServerSpec("anchor_postgres", database="postgres", workers=2), 1, ""
+    )
+    assert "--workers" not in one
+    assert two[-2:] == ["--workers", "2"]
+    # Only the log level differs otherwise: at info each worker reports its start-up.
+    assert [a for a in two[:-2] if a != "info"] == [a for a in one if a != "warning"]
+
+
+def test_the_database_cpu_median_skips_rows_without_one() -> None:
+    with_db = _measurement("postgres", 700)
+    passes = [
+        {"anchor_postgres": _measurement("anchor_postgres", 1000), "postgres": with_db},
+        {
+            "anchor_postgres": _measurement("anchor_postgres", 1000),
+            "postgres": Measurement(
+                "postgres", with_db.result, 1.0, (1.0,), 90.0, ("python",), 0.0, 0.6
+            ),
+        },
+    ]
+    summaries = {s.key: s for s in report.summarize(passes)}
+    assert summaries["postgres"].database_cpu_ms_per_request == pytest.approx(0.6)
+    assert summaries["anchor_postgres"].database_cpu_ms_per_request is None
+    assert "| 0.60 |" in report.table(list(summaries.values()))
