@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from structlog.typing import EventDict
@@ -12,7 +13,7 @@ from tests.support.records import request_record
 from retrysafe.database import Database
 from retrysafe.database.schema import api_logs
 from retrysafe.observability import Metrics
-from retrysafe.observability.api_log_writer import ApiLogWriter
+from retrysafe.observability.api_log_writer import ROWS_PER_TURN, ApiLogWriter
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -43,6 +44,42 @@ async def test_entries_are_written_in_batches_in_order(sqlite_database: Database
         writer.submit(request_record(f"req_{number:02}"))
     assert await writer.flush()
     assert await stored(sqlite_database) == [f"req_{number:02}" for number in range(10)]
+
+
+async def test_a_flush_lets_requests_run_while_it_builds_a_batch(sqlite_database: Database) -> None:
+    """Rows are built ROWS_PER_TURN at a time, with the event loop's turns between.
+
+    A task that counts loop turns runs beside the flush; the count is read when the
+    insert starts, so it covers only the building of the batch.
+    """
+    writer = ApiLogWriter(sqlite_database, Metrics())
+    for number in range(4 * ROWS_PER_TURN):
+        writer.submit(request_record(f"req_{number:03}"))
+    turns = 0
+    at_insert: list[int] = []
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    real_insert = sqlite_database.insert_many
+
+    async def insert_many(statement: Any, rows: list[dict[str, Any]]) -> None:
+        at_insert.append(turns)
+        await real_insert(statement, rows)
+
+    sqlite_database.insert_many = insert_many  # type: ignore[method-assign]
+    counter = asyncio.create_task(count_turns())
+    await asyncio.sleep(0)  # the counter's first turn
+    try:
+        assert await writer.flush()
+    finally:
+        counter.cancel()
+    assert len(at_insert) == 1  # one batch, one transaction
+    assert at_insert[0] >= 3  # a turn between each of the four chunks
+    assert len(await stored(sqlite_database)) == 4 * ROWS_PER_TURN
 
 
 async def test_a_failing_database_keeps_the_entries_for_the_next_round(
