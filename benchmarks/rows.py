@@ -299,8 +299,7 @@ def load(row: Row, server: servers.RunningServer, *, seconds: int, connections: 
     # The whole database server, background processes included: on a quiet machine
     # nothing else uses it, and its checkpointer and WAL writer work for this load too.
     database = database_processes(row)
-    database_pids = proc.named(database) if database else []
-    database_before = {pid: proc.cpu_seconds(pid) for pid in database_pids}
+    database_before = {pid: proc.cpu_seconds(pid) for pid in proc.named(database)}
     client_before = proc.children_cpu_seconds()
     result, _output = wrk.run(
         server.url, mode=row.mode, api_key=server.api_key, seconds=seconds, connections=connections
@@ -311,7 +310,7 @@ def load(row: Row, server: servers.RunningServer, *, seconds: int, connections: 
     # counts whole. One that exited meanwhile reads 0 and would count negative: left out.
     database_used = sum(
         max(proc.cpu_seconds(pid) - database_before.get(pid, 0.0), 0.0)
-        for pid in (proc.named(database) if database else [])
+        for pid in proc.named(database)
     )
     answered = max(result.requests, 1)
     return Measurement(
