@@ -8,6 +8,11 @@ Locally those tests skip so the suite runs with only Python; in CI a skip would 
 that a backend (or the dashboard's browser test) was never exercised, so ``.ci/run``
 must not pass with one. This lives
 in the root conftest, apart from ``tests/conftest.py``, so it guards every test tree.
+
+Both guards hold under pytest-xdist too (the suite runs on worker processes, see
+pyproject.toml): the controller, which alone decides the run's exit status, sees every
+test's report (each marked by its worker as a service test or not) and every
+worker's threads left running after its session.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Generator
+from typing import Any
 
 import pytest
 
@@ -44,6 +51,17 @@ class ServiceSkipGuard:
             if any(item.get_closest_marker(name) is not None for name in SERVICE_MARKERS)
         )
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        # The mark travels with the report to the xdist controller, which collects
+        # nothing itself and so never sees the items' markers.
+        report = yield
+        if any(item.get_closest_marker(name) is not None for name in SERVICE_MARKERS):
+            report.retrysafe_service_test = True  # type: ignore[attr-defined]
+        return report
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self._record(report)
 
@@ -71,7 +89,9 @@ class ServiceSkipGuard:
         if not report.skipped or hasattr(report, "wasxfail"):
             return
         reason = _skip_reason(report)
-        marked = report.nodeid in self.service_test_ids
+        marked = report.nodeid in self.service_test_ids or getattr(
+            report, "retrysafe_service_test", False
+        )
         if marked or any(word in reason.lower() for word in SERVICE_WORDS):
             self.skips.append(f"{report.nodeid}: {reason}")
 
@@ -88,30 +108,50 @@ THREAD_GRACE_SECONDS = 5.0
 """How long threads still running after the session get to finish before the run fails."""
 
 
+LINGERING_KEY = "retrysafe_lingering_threads"
+"""Where an xdist worker hands its controller the threads it has left running."""
+
+
 class LingeringThreadGuard:
     """Fails the run, at once, when non-daemon threads outlive the session.
 
     The interpreter joins such threads before it exits, so one that waits forever
     (a leaked aiosqlite connection's worker) would hang the run after its summary.
+    An xdist worker looks at the end of its session, while it can still tell the
+    controller (which fails the run for it), and exits without waiting for them.
     """
 
     def __init__(self) -> None:
         self.exitstatus = 0
+        self.lingering: list[str] = []
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         self.exitstatus = int(session.exitstatus)
+        workeroutput = getattr(session.config, "workeroutput", None)
+        if workeroutput is not None:
+            # Runs before xdist's worker sends its workerfinished, which carries this.
+            worker = os.environ.get("PYTEST_XDIST_WORKER", "worker")
+            workeroutput[LINGERING_KEY] = [
+                f"{thread.name} (on {worker})" for thread in _wait_for_threads()
+            ]
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        """On the controller: a worker's threads left running count as this run's."""
+        self.lingering.extend(getattr(node, "workeroutput", {}).get(LINGERING_KEY, []))
 
     @pytest.hookimpl(trylast=True)
     def pytest_unconfigure(self, config: pytest.Config) -> None:
-        deadline = time.monotonic() + THREAD_GRACE_SECONDS
-        lingering = _non_daemon_threads()
-        for thread in lingering:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        lingering = _non_daemon_threads()
+        if hasattr(config, "workeroutput"):
+            # A worker has waited and reported already; its controller fails the run.
+            if _non_daemon_threads():
+                os._exit(self.exitstatus or int(pytest.ExitCode.TESTS_FAILED))
+            return
+        lingering = [*self.lingering, *(thread.name for thread in _wait_for_threads())]
         if not lingering:
             return
-        names = ", ".join(sorted(thread.name for thread in lingering))
+        names = ", ".join(sorted(lingering))
         sys.stdout.flush()
         sys.stderr.write(
             f"\nretrysafe tests: {len(lingering)} thread(s) still running after the session "
@@ -120,6 +160,14 @@ class LingeringThreadGuard:
         )
         sys.stderr.flush()
         os._exit(self.exitstatus or int(pytest.ExitCode.TESTS_FAILED))
+
+
+def _wait_for_threads() -> list[threading.Thread]:
+    """Non-daemon threads still running after up to ``THREAD_GRACE_SECONDS`` of joining them."""
+    deadline = time.monotonic() + THREAD_GRACE_SECONDS
+    for thread in _non_daemon_threads():
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return _non_daemon_threads()
 
 
 def _non_daemon_threads() -> list[threading.Thread]:

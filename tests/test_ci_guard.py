@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.support.inner_pytest import run_pytest
+from tests.support.inner_pytest import XDIST, run_pytest
 
 MARKERS = {"postgres": "needs PostgreSQL", "redis": "needs Redis"}
+
+SERIAL_AND_XDIST = pytest.mark.parametrize("args", [(), XDIST], ids=["serial", "xdist"])
+"""On xdist the controller decides the exit status from the reports its workers send."""
 
 SERVICE_SKIPS = """\
 import pytest
@@ -58,25 +61,28 @@ def test_service_skips_pass_locally(tmp_path: Path) -> None:
     assert "2 skipped" in result.stdout
 
 
-def test_service_skips_fail_under_ci(tmp_path: Path) -> None:
+@SERIAL_AND_XDIST
+def test_service_skips_fail_under_ci(tmp_path: Path, args: tuple[str, ...]) -> None:
     """Under CI=true a skip mentioning PostgreSQL, or of a redis-marked test, fails the run."""
-    result = run_pytest(tmp_path, SERVICE_SKIPS, markers=MARKERS, ci=True)
+    result = run_pytest(tmp_path, SERVICE_SKIPS, markers=MARKERS, ci=True, args=args)
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout
     assert "service tests were skipped" in result.stdout
     assert "test_postgres_by_reason" in result.stdout
     assert "test_redis_by_marker" in result.stdout
 
 
-def test_module_level_service_skip_fails_under_ci(tmp_path: Path) -> None:
+@SERIAL_AND_XDIST
+def test_module_level_service_skip_fails_under_ci(tmp_path: Path, args: tuple[str, ...]) -> None:
     """A whole module skipped for want of Redis counts as well."""
-    result = run_pytest(tmp_path, MODULE_SKIP, markers=MARKERS, ci=True)
+    result = run_pytest(tmp_path, MODULE_SKIP, markers=MARKERS, ci=True, args=args)
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout
     assert "no Redis server" in result.stdout
 
 
-def test_unrelated_skip_passes_under_ci(tmp_path: Path) -> None:
+@SERIAL_AND_XDIST
+def test_unrelated_skip_passes_under_ci(tmp_path: Path, args: tuple[str, ...]) -> None:
     """Skips that have nothing to do with PostgreSQL or Redis stay plain skips."""
-    result = run_pytest(tmp_path, UNRELATED_SKIP, markers=MARKERS, ci=True)
+    result = run_pytest(tmp_path, UNRELATED_SKIP, markers=MARKERS, ci=True, args=args)
     assert result.returncode == 0, result.stdout
     assert "service tests were skipped" not in result.stdout
 

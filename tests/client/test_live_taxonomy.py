@@ -46,8 +46,13 @@ LB_502 = Canned(
 """What a load balancer answers when its upstream connection fails: no envelope, no Request-Id."""
 
 
-def eventually(read: Callable[[], list[T]], seconds: float = 5.0) -> list[T]:
-    """``read()`` once it is not empty: the proxy records a cut request when it notices."""
+def eventually(read: Callable[[], list[T]], seconds: float = 15.0) -> list[T]:
+    """``read()`` once it is not empty: the proxy records a cut request when it notices.
+
+    It notices a throttled upload's end only after taking, at the throttled rate, what
+    the client's kernel still held to send when it gave up: 3-4 s on a quiet machine,
+    over 5 s with the suite's other worker busy beside it.
+    """
     deadline = time.monotonic() + seconds
     while not (found := read()) and time.monotonic() < deadline:
         time.sleep(0.02)

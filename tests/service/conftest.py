@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import migrate, run_sync
+from tests.conftest import migrate
 from tests.support import postgres
 
 
@@ -32,4 +32,4 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     try:
         yield postgres.url_of(name)
     finally:
-        run_sync(lambda: postgres.drop_database(name))
+        copies.drop(name)

@@ -51,10 +51,22 @@ POSTGRES_OS_USER = "postgres"
 
 
 def free_port() -> int:
-    """A port nothing listens on right now (the server binds it a moment later)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on right now (the server binds it a moment later).
+
+    Under pytest-xdist the ports are dealt out among the workers, so two workers never
+    pick the same port in the moment between choosing it and their servers binding it.
+    Linux hands out only odd ports for ``bind(("127.0.0.1", 0))`` while it can, so
+    they are dealt by ``port // 2``, not by ``port`` itself.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    for _ in range(1000):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if (port // 2) % workers == worker % workers:
+            return port
+    raise RuntimeError(f"no free port for xdist worker {worker} of {workers}")  # pragma: no cover
 
 
 def postgres_bin_dir() -> Path | None:
