@@ -247,7 +247,12 @@ def test_processes_are_found_by_their_command_name() -> None:
     assert os.getpid() not in proc.named(frozenset({own + "-not"}))
 
 
-def test_the_anchor_in_two_workers_runs_as_its_readme_says_plus_workers() -> None:
+def test_the_anchor_in_two_workers_runs_as_its_readme_says_plus_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A clone elsewhere has no shared/bench beside it: the command only needs the file to exist.
+    (tmp_path / "anchor_sqlite.py").touch()
+    monkeypatch.setenv(servers.ANCHOR_DIR_ENV, str(tmp_path))
     one = servers.command(servers.ServerSpec("anchor_postgres", database="postgres"), 1, "")
     two = servers.command(
         servers.ServerSpec("anchor_postgres", database="postgres", workers=2), 1, ""
