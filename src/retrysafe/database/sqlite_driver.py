@@ -55,10 +55,14 @@ def _open(path: str, synchronous: str, busy_timeout_ms: int) -> sqlite3.Connecti
     # isolation_level=None: transactions are begun explicitly (BEGIN IMMEDIATE by the
     # writer); pysqlite's implicit BEGIN would start writes DEFERRED.
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+    # Switching a new file to WAL takes its lock: another process opening the same new
+    # file at that moment (two migrations started at once) waits for it, the writer
+    # too, whose own statements then run without a busy timeout (it polls instead).
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     for pragma in PRAGMAS:
         conn.execute(pragma)
     conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+    conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
     return conn
 
 
