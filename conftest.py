@@ -41,22 +41,14 @@ class ServiceSkipGuard:
     """Collects skips of service-backed tests and fails the session for them under CI."""
 
     def __init__(self) -> None:
-        self.service_test_ids: set[str] = set()
         self.skips: list[str] = []
-
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        self.service_test_ids.update(
-            item.nodeid
-            for item in items
-            if any(item.get_closest_marker(name) is not None for name in SERVICE_MARKERS)
-        )
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        # The mark travels with the report to the xdist controller, which collects
-        # nothing itself and so never sees the items' markers.
+        # The report says whether its test is service-backed: under xdist it travels to
+        # the controller, which collects nothing itself and never sees the markers.
         report = yield
         if any(item.get_closest_marker(name) is not None for name in SERVICE_MARKERS):
             report.retrysafe_service_test = True  # type: ignore[attr-defined]
@@ -89,9 +81,7 @@ class ServiceSkipGuard:
         if not report.skipped or hasattr(report, "wasxfail"):
             return
         reason = _skip_reason(report)
-        marked = report.nodeid in self.service_test_ids or getattr(
-            report, "retrysafe_service_test", False
-        )
+        marked = getattr(report, "retrysafe_service_test", False)
         if marked or any(word in reason.lower() for word in SERVICE_WORDS):
             self.skips.append(f"{report.nodeid}: {reason}")
 
