@@ -118,6 +118,8 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         self.sqlite_synchronous = sqlite_synchronous
         self.writer: SqliteWriter | None = None
+        self.sqlite_path: str | None = None
+        """The SQLite file (``:memory:`` for none); None on PostgreSQL."""
         self._write_engine: AsyncEngine | None = None
         self._inline: sqlite_driver.InlineReader | None = None
         if self.is_sqlite:
@@ -127,6 +129,7 @@ class Database:
                     f"sqlite_synchronous must be one of {choices}, got {sqlite_synchronous!r}"
                 )
             path = url.split("///", 1)[1] if "///" in url else ":memory:"
+            self.sqlite_path = path
             self.engine: AsyncEngine = create_async_engine(
                 async_url(url),
                 async_creator=partial(sqlite_driver.connect, path, sqlite_synchronous),

@@ -72,6 +72,7 @@ from retrysafe.database.engine import (
     QueuedInsert,
     _insert_all,
 )
+from retrysafe.database.key_locks import KeyLocks, open_key_locks
 from retrysafe.database.schema import idempotency_records as records
 from retrysafe.database.sqlite_driver import BUSY, is_busy
 from retrysafe.idempotency.decisions import (
@@ -274,6 +275,11 @@ class SqlIdempotencyStore:
         # Every replay and every conflict loads the record: compiled once, like the claim.
         self._load_sql = db.prepare(_LOAD)
         self._pg_units = _PgUnits()
+        # SQLite on a file: a request holds its key's lock (see key_locks) instead of
+        # holding the file's write lock from its claim to its commit.
+        self._key_locks: KeyLocks | None = (
+            open_key_locks(db.sqlite_path) if db.sqlite_path is not None else None
+        )
         # Keys an attempt of this process is running. A second request with one of
         # them is answered 409 at once instead of queueing behind the first (or, for
         # a deferred claim, running beside it). Correctness never depends on this
@@ -308,6 +314,8 @@ class SqlIdempotencyStore:
 
     async def aclose(self) -> None:
         """Dispose of the database if :meth:`from_url` made it; otherwise its owner does."""
+        if self._key_locks is not None:
+            self._key_locks.close()
         if self._owns_database:
             await self._db.dispose()
 
@@ -356,6 +364,10 @@ class SqlIdempotencyStore:
             if settled is not None:
                 yield settled
                 return
+        if self._key_locks is not None:
+            async with self._locked(self._key_locks, key, fingerprint, now, ttl) as decision:
+                yield decision
+            return
         async with self._claimed_first(key, fingerprint, now, ttl) as decision:
             yield decision
 
@@ -375,11 +387,23 @@ class SqlIdempotencyStore:
             if settled is not None:
                 yield settled
                 return
+            if self._key_locks is not None:
+                locks = self._key_locks
+                async with self._locked(
+                    locks, key, fingerprint, now, ttl, deferred=True
+                ) as decision:
+                    yield decision
+                return
             async with self._claimed_first(key, fingerprint, now, ttl) as decision:
                 yield decision
             return
         params = _claim_params(key, fingerprint, now, ttl)
-        attempt = _SqlAttempt(self, key, fingerprint, params, created_at=now, ttl=ttl)
+        # Run without the key's lock, as on PostgreSQL: it is tried where the key is
+        # claimed (the commit's unit, or the handler's first write).
+        key_lock = None if self._key_locks is None else _KeyLock(self._key_locks, key)
+        attempt = _SqlAttempt(
+            self, key, fingerprint, params, created_at=now, ttl=ttl, key_lock=key_lock
+        )
         self._running.add(key)
         try:
             with self._db.joined(attempt):
@@ -388,6 +412,70 @@ class SqlIdempotencyStore:
             await attempt.close()
             if not attempt.checkpointed:
                 self._running.discard(key)
+
+    @asynccontextmanager
+    async def _locked(
+        self,
+        locks: KeyLocks,
+        key: RecordKey,
+        fingerprint: str,
+        now: float,
+        ttl: float,
+        *,
+        deferred: bool = False,
+    ) -> AsyncIterator[Decision]:
+        """SQLite: run the request holding its key's lock, claiming only at its first write.
+
+        The record is read again under the lock (another process may have committed
+        the key meanwhile). A new key then runs with nothing written: a handler that
+        never writes here is recorded by one unit of the group commit, and one that
+        does claims the key in its transaction at its first write, as the deferred
+        path does, except that a claim-first request (``deferred`` False) never queues
+        its writes: a write meeting a taken key must fail where the handler makes it,
+        not make a handler with outside effects run again. A record still held (a
+        lease, one to take over) is claimed in a transaction, as without the locks.
+        Every claimer of the key holds its lock, so no other process claims it
+        meanwhile; the lock goes at the end, or at the first checkpoint, where the
+        record's lease takes over.
+        """
+        key_lock = _KeyLock(locks, key)
+        if not key_lock.hold():
+            yield await self._judged_while_running(key, fingerprint, now)
+            return
+        try:
+            row = self._load_sql.first_now(_ids(key))
+            existing = None if row is BUSY else _record_of(key, row)
+            if row is BUSY or (existing is not None and not _is_free(existing, now)):
+                settled = _settled_by(existing, fingerprint, now)
+                if settled is not None:
+                    yield settled
+                    return
+                async with self._claimed_first(
+                    key, fingerprint, now, ttl, key_lock=key_lock
+                ) as decision:
+                    yield decision
+                return
+            params = _claim_params(key, fingerprint, now, ttl)
+            attempt = _SqlAttempt(
+                self,
+                key,
+                fingerprint,
+                params,
+                created_at=now,
+                ttl=ttl,
+                defer_writes=deferred,
+                key_lock=key_lock,
+            )
+            self._running.add(key)
+            try:
+                with self._db.joined(attempt):
+                    yield Execute(attempt)
+            finally:
+                await attempt.close()
+                if not attempt.checkpointed:
+                    self._running.discard(key)
+        finally:
+            key_lock.release()
 
     async def purge_expired(self, now: float) -> int:
         purged = 0
@@ -400,7 +488,13 @@ class SqlIdempotencyStore:
 
     @asynccontextmanager
     async def _claimed_first(
-        self, key: RecordKey, fingerprint: str, now: float, ttl: float
+        self,
+        key: RecordKey,
+        fingerprint: str,
+        now: float,
+        ttl: float,
+        *,
+        key_lock: _KeyLock | None = None,
     ) -> AsyncIterator[Decision]:
         """Claim ``key`` in a transaction opened now; the request runs inside it."""
         self._running.add(key)
@@ -428,6 +522,7 @@ class SqlIdempotencyStore:
                 ttl=ttl,
                 resumption=claim.resumption,
                 open_transaction=(scope, conn),
+                key_lock=key_lock,
             )
             with self._db.joined(attempt):
                 yield Execute(attempt)
@@ -499,6 +594,8 @@ class SqlIdempotencyStore:
         conflicted. Either way nothing of the unit was written.
         """
         if self._db.writer is not None:
+            if attempt.key_lock is not None and not attempt.key_lock.hold():
+                raise Superseded(await self._verdict_of_committed(attempt))
             sql = self._completed_claim_sql
             unit = partial(_record_and_insert, sql.sql, sql.values(stored), inserts)
             try:
@@ -712,6 +809,8 @@ class _SqlAttempt:
         resumption: Resumption | None = None,
         open_transaction: tuple[AbstractAsyncContextManager[AsyncConnection], AsyncConnection]
         | None = None,
+        defer_writes: bool = True,
+        key_lock: _KeyLock | None = None,
     ) -> None:
         self._store = store
         self.key = key
@@ -730,12 +829,14 @@ class _SqlAttempt:
         self._claimed = open_transaction is not None
         """Whether the key is claimed in the open transaction or (after a checkpoint) committed."""
         self._queued: list[QueuedInsert] = []
-        self._may_defer = open_transaction is None
+        self._may_defer = open_transaction is None and defer_writes
         """Whether inserts may still wait for the commit (not once the request runs again)."""
         self._run_again = False
         """A waiting insert failed when the handler's transaction opened: its answer is void."""
         self.checkpointed = False
         """Whether a checkpoint committed: from then on every write is fenced by the token."""
+        self.key_lock = key_lock
+        """SQLite: the key's lock, held from the claim (or before) to the end or a checkpoint."""
 
     @property
     def resumption(self) -> Resumption:
@@ -748,6 +849,9 @@ class _SqlAttempt:
         conn = self._conn
         if conn is not None:
             return conn
+        if not self._claimed and self.key_lock is not None and not self.key_lock.hold():
+            # Another process is running this key (on SQLite: its lock is taken).
+            raise Superseded(await self._store._verdict_of_committed(self))
         conn = await self._begin()
         if self._claimed:
             return conn  # the record is committed with a lease: a new phase begins
@@ -806,6 +910,8 @@ class _SqlAttempt:
         if not self.checkpointed:
             self.checkpointed = True
             self._store._running.discard(self.key)
+            if self.key_lock is not None:
+                self.key_lock.release()  # the lease holds the key from now on
         self._released_at = now
         self._resumption = Resumption(point, data, self.resumption.external_key)
 
@@ -875,6 +981,8 @@ class _SqlAttempt:
     async def close(self) -> None:
         """End whatever is still open: what was not committed is rolled back."""
         await self._end()
+        if self.key_lock is not None:
+            self.key_lock.release()
 
     async def _write_fenced(self, conn: AsyncConnection, statement: Prepared, params: Any) -> None:
         """Run ``statement`` (fenced by our token) and commit, or raise :class:`LeaseLost`."""
@@ -905,6 +1013,28 @@ class _SqlAttempt:
             return
         self._scope = self._conn = None
         await scope.__aexit__(None, None, None)
+
+
+class _KeyLock:
+    """One key's lock in :class:`KeyLocks`, taken at most once and given back once."""
+
+    __slots__ = ("_handle", "_locks", "_name")
+
+    def __init__(self, locks: KeyLocks, key: RecordKey) -> None:
+        self._locks = locks
+        self._name = f"{key.organization_id}\x1f{key.key}"
+        self._handle: object | None = None
+
+    def hold(self) -> bool:
+        """Whether the key's lock is ours (taken now if it was free), without waiting."""
+        if self._handle is None:
+            self._handle = self._locks.acquire(self._name)
+        return self._handle is not None
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._locks.release(self._name, self._handle)
+            self._handle = None
 
 
 def _ids(key: RecordKey) -> dict[str, str]:
