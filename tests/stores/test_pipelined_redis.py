@@ -264,6 +264,30 @@ async def test_aclose_leaves_no_task_and_no_socket(scripted: ScriptedRedis) -> N
     assert pipeline._connection is None
 
 
+async def test_a_connection_whose_setup_failed_does_not_hang_its_callers(
+    scripted: ScriptedRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``connection_made`` raising (as a transport type it did not expect once made it
+    raise under uvloop) leaves the protocol without a socket: the connect fails at once
+    instead of sending commands nowhere, and the socket is closed all the same."""
+    from retrysafe.stores import pipelined_redis
+
+    def broken(self: object, transport: object) -> None:
+        raise AssertionError("connection_made failed")
+
+    monkeypatch.setattr(pipelined_redis._ConnectionProtocol, "connection_made", broken)
+    # No command timeout: nothing but the connection's own checks can end the wait.
+    pipeline = pipeline_for(scripted.url, socket_connect_timeout=0.2)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ConnectionError, match="not set up"):
+            await asyncio.wait_for(pipeline.execute("ECHO", "x"), HANG_GUARD)
+        assert time.monotonic() - started < 1
+    finally:
+        await asyncio.wait_for(pipeline.aclose(), HANG_GUARD)
+    assert _tasks_besides_this_one() - set(scripted._handlers) == set()
+
+
 # Errors and scripts
 
 

@@ -277,6 +277,11 @@ class _ConnectionProtocol(asyncio.Protocol):
         if not self.closed.done():
             self.closed.set_result(None)
 
+    @property
+    def connected(self) -> bool:
+        """Whether the protocol holds its transport (``connection_made`` ran) and it is open."""
+        return self._transport is not None and self.lost is None
+
     # commands
 
     def send(self, data: bytes) -> asyncio.Future[Reply]:
@@ -303,6 +308,10 @@ class _ConnectionProtocol(asyncio.Protocol):
         self._fail_waiting(self.lost)
         if self._transport is not None:
             self._transport.abort()
+        elif not self.closed.done():
+            # Never connected (connection_made failed): nothing will call connection_lost,
+            # and whoever waits for the socket to close must not wait forever.
+            self.closed.set_result(None)
 
     def _fail_waiting(self, why: _Lost) -> None:
         waiting = self._waiting
@@ -448,10 +457,14 @@ class PipelinedRedis:
             return _ConnectionProtocol(loop, self._where)
 
         if settings.path is not None:
-            _, connection = await loop.create_unix_connection(protocol, settings.path)
+            transport, connection = await loop.create_unix_connection(protocol, settings.path)
         else:
-            _, connection = await loop.create_connection(protocol, settings.host, settings.port)
+            transport, connection = await loop.create_connection(
+                protocol, settings.host, settings.port
+            )
         try:
+            if not connection.connected:
+                raise _Lost(f"Connection to {self._where} not set up")
             if settings.keepalive:
                 connection.set_keepalive(settings.keepalive_options)
             setup: list[tuple[str, ...]] = []
@@ -473,6 +486,7 @@ class PipelinedRedis:
                     raise _Lost(f"{each[0]} failed on {self._where}: {error}", error=kind)
         except BaseException:
             connection.abort(_Lost(f"Connection to {self._where} not set up"))
+            transport.abort()  # the socket, even if the protocol never received it
             await asyncio.shield(connection.closed)
             raise
         return connection
