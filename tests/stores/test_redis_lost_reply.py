@@ -1,10 +1,13 @@
 """Redis store: ``complete`` by the same lock token is idempotent, so a lost reply is not a 409.
 
-redis-py retries a command once when its connection fails (``from_url`` asks
-for that, to survive a Redis restart). When the reply to ``complete`` is lost
+A command is retried once when its connection fails (``from_url`` asks redis-py
+for that, to survive a Redis restart, and the store's pipelined connection
+retries as the client's ``Retry`` says). When the reply to ``complete`` is lost
 after Redis ran it, the retry runs the script again on a record that is already
 complete with this very response. Before the fix the fence failed there
-(``LeaseLost``) and the client got 409 for a request that had succeeded.
+(``LeaseLost``) and the client got 409 for a request that had succeeded. The
+lost reply is tested on both paths: the pipelined connection and redis-py (for
+a client the pipelined connection does not stand in for).
 """
 
 from __future__ import annotations
@@ -12,11 +15,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ConstantBackoff, NoBackoff
 from tests.support.reply_dropping_proxy import ReplyDroppingProxy
 
 from retrysafe.idempotency.decisions import Execute, LeaseLost, Replay
 from retrysafe.idempotency.records import RecordKey, StoredResponse
-from retrysafe.stores.redis import RedisIdempotencyStore
+from retrysafe.stores.redis import COMMAND_TIMEOUT, CONNECT_TIMEOUT, RedisIdempotencyStore
 
 from .conftest import redis_store
 
@@ -40,12 +46,27 @@ def proxy() -> Iterator[ReplyDroppingProxy]:
         yield proxy
 
 
+@pytest.mark.parametrize(
+    "backoff",
+    [
+        pytest.param(NoBackoff(), id="pipelined"),
+        # A retry that waits is redis-py's to make: the store runs its scripts there.
+        pytest.param(ConstantBackoff(0.01), id="redis-py"),
+    ],
+)
 async def test_complete_whose_reply_is_lost_succeeds_on_the_automatic_retry(
-    store: RedisIdempotencyStore, proxy: ReplyDroppingProxy
+    store: RedisIdempotencyStore, proxy: ReplyDroppingProxy, backoff: NoBackoff
 ) -> None:
-    """The reply is really lost (a proxy drops it after Redis ran the script), redis-py
-    retries on a new connection, and ``complete`` still succeeds; the record replays."""
-    through_proxy = RedisIdempotencyStore.from_url(proxy.url, lease_seconds=30, prefix=store.prefix)
+    """The reply is really lost (a proxy drops it after Redis ran the script), the command
+    is retried on a new connection, and ``complete`` still succeeds; the record replays."""
+    client = Redis.from_url(
+        proxy.url,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        socket_timeout=COMMAND_TIMEOUT,
+        retry=Retry(backoff, 1),
+    )
+    through_proxy = RedisIdempotencyStore(client, lease_seconds=30, prefix=store.prefix)
+    assert through_proxy.pipelined == isinstance(backoff, NoBackoff)
     try:
         async with through_proxy.attempt(KEY, "fp", now=1000, ttl=TTL) as decision:
             assert isinstance(decision, Execute)
@@ -54,7 +75,7 @@ async def test_complete_whose_reply_is_lost_succeeds_on_the_automatic_retry(
     finally:
         await through_proxy.aclose()
     assert proxy.dropped == 1, "the proxy never lost a reply: the test proved nothing"
-    assert proxy.connections >= 2, "redis-py did not reconnect to retry"
+    assert proxy.connections >= 2, "the store did not reconnect to retry"
     async with store.attempt(KEY, "fp", now=1001, ttl=TTL) as replay:
         assert replay == Replay(CREATED)
 

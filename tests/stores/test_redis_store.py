@@ -4,20 +4,26 @@ The contract every store keeps runs on Redis too (``test_store_contract.py``);
 these tests cover what is particular to a store without transactions: a claim
 is held by a lease from the start, a slow holder is fenced off by its token,
 Redis's own TTL removes records, and an unreachable Redis is a 503, not a 500.
+The per-request scripts run on the store's pipelined connection: a Redis that
+never answers is a 503 within the command timeout, flushed scripts are loaded
+again, and a client that connection cannot stand in for runs them on redis-py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from tests.pipeline.asgi_apps import client, read_body, send_json
 from tests.support import redis_service
+from tests.support.scripted_redis import ScriptedRedis
 from tests.support.throwaway import ThrowawayRedis, free_port, skip_without_redis_binary
 
 from retrysafe.asgi import Receive, Scope, Send
@@ -340,3 +346,84 @@ async def test_a_pipeline_without_a_database_runs_a_key_once_across_two_processe
     assert replay.status_code == 201
     assert replay.headers["idempotent-replayed"] == "true"
     assert replay.json() == {"id": "thing_1"}
+
+
+# The pipelined connection under the store
+
+
+async def test_the_store_on_a_silent_server_answers_503_within_the_timeout() -> None:
+    """Redis accepts and never answers: 503 within the command timeout, its retry included."""
+    async with ScriptedRedis() as scripted:
+        scripted.silent = True
+        await _claim_on_silent(scripted)
+
+
+async def _claim_on_silent(scripted: ScriptedRedis) -> None:
+    client = Redis.from_url(scripted.url, socket_timeout=0.3, retry=Retry(NoBackoff(), 1))
+    store = RedisIdempotencyStore(client)
+    assert store.pipelined
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="Timeout"):
+            async with store.attempt(KEY, "fp", now=1000, ttl=TTL):
+                pass
+        assert time.monotonic() - started < 0.3 + 0.25
+    finally:
+        await store.aclose()
+
+
+async def test_a_claim_after_script_flush_loads_the_script_again(
+    store: RedisIdempotencyStore,
+) -> None:
+    """Redis restarted or flushed its scripts: NOSCRIPT, then EVAL, and the claim stands."""
+    admin = Redis.from_url(redis_service.URL)
+    assert store.pipelined
+    try:
+        async with store.attempt(KEY, "fp", now=1000, ttl=TTL) as decision:
+            assert isinstance(decision, Execute)
+            await admin.script_flush()
+            await decision.attempt.complete(CREATED)
+        await admin.script_flush()
+        async with store.attempt(KEY, "fp", now=1001, ttl=TTL) as replay:
+            assert replay == Replay(CREATED)
+        [cached] = await admin.script_exists(store._claim.sha)
+        assert cached  # EVAL cached it: the next claim is an EVALSHA again
+    finally:
+        await admin.aclose()
+
+
+async def test_a_store_on_a_client_it_cannot_pipeline_still_works_through_redis_py(
+    store: RedisIdempotencyStore,
+) -> None:
+    """The fallback: redis-py runs the same scripts (here: its default retry backs off)."""
+    fallback = RedisIdempotencyStore(Redis(host="127.0.0.1", port=6379), prefix=store.prefix)
+    assert not fallback.pipelined
+    try:
+        async with fallback.attempt(KEY, "fp", now=1000, ttl=TTL) as decision:
+            assert isinstance(decision, Execute)
+            await decision.attempt.complete(CREATED)
+        async with fallback.attempt(KEY, "fp", now=1001, ttl=TTL) as replay:
+            assert replay == Replay(CREATED)
+    finally:
+        await fallback.aclose()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param(lambda port: f"redis://127.0.0.1:{port}/0", id="refused"),
+        pytest.param(lambda port: "redis://:wrong-password@127.0.0.1:6379/0", id="auth-refused"),
+    ],
+)
+async def test_a_pipelined_store_that_cannot_connect_is_store_unavailable(
+    store: RedisIdempotencyStore, url: Callable[[int], str]
+) -> None:
+    """Nothing listens, or Redis refuses the handshake: 503, as on redis-py."""
+    failing = RedisIdempotencyStore.from_url(url(free_port()), prefix=store.prefix)
+    assert failing.pipelined
+    try:
+        with pytest.raises(StoreUnavailable, match="Redis"):
+            async with failing.attempt(KEY, "fp", now=1000, ttl=TTL):
+                pass
+    finally:
+        await failing.aclose()

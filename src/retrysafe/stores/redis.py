@@ -39,6 +39,15 @@ that clock says are expired before Redis's own TTL removes them (rarely any).
 Unreachable Redis raises :class:`StoreUnavailable`: the pipeline answers 503
 and nothing was recorded. Timeouts are short and retries few on purpose: a
 request should learn quickly that the store is down, not wait seconds for it.
+
+The per-request scripts (claim, take-over, checkpoint, complete, abandon) run
+on one pipelined connection per store
+(:mod:`~retrysafe.stores.pipelined_redis`), built from the client's own
+settings: a fraction of redis-py's CPU per command. A client that connection
+cannot stand in for exactly (TLS, a cluster or Sentinel client, another
+connection class, ``decode_responses=True``, a retry with backoff; see
+:meth:`~retrysafe.stores.pipelined_redis.PipelineSettings.from_client`) runs
+them through redis-py as before. ``purge_expired`` always uses redis-py.
 """
 
 from __future__ import annotations
@@ -70,6 +79,7 @@ from retrysafe.idempotency.records import (
     RecordStatus,
     StoredResponse,
 )
+from retrysafe.stores.pipelined_redis import PipelinedRedis, PipelineSettings
 from retrysafe.unavailable import StoreUnavailable
 from retrysafe.unique import random_hex
 
@@ -254,6 +264,13 @@ class RedisIdempotencyStore:
         self._complete = client.register_script(_COMPLETE)
         self._abandon = client.register_script(_ABANDON)
         self._purge = client.register_script(_PURGE)
+        settings = PipelineSettings.from_client(client)
+        self._pipeline = None if settings is None else PipelinedRedis(settings)
+
+    @property
+    def pipelined(self) -> bool:
+        """Whether the per-request scripts run on the store's pipelined connection."""
+        return self._pipeline is not None
 
     @classmethod
     def from_url(
@@ -273,8 +290,12 @@ class RedisIdempotencyStore:
         return cls(client, lease_seconds=lease_seconds, prefix=prefix)
 
     async def aclose(self) -> None:
-        """Close the client's connections."""
-        await self._redis.aclose()
+        """Close the pipelined connection and the client's own connections."""
+        try:
+            if self._pipeline is not None:
+                await self._pipeline.aclose()
+        finally:
+            await self._redis.aclose()
 
     def redis_key(self, key: RecordKey) -> str:
         digest = hashlib.sha256(key.key.encode()).hexdigest()
@@ -383,8 +404,14 @@ class RedisIdempotencyStore:
         return sum(int(result) for result in results)
 
     async def _run(self, script: AsyncScript, keys: list[str], args: Sequence[str | bytes]) -> Any:
-        """Run ``script``; every Redis failure becomes :class:`StoreUnavailable` (503)."""
+        """Run ``script``; every Redis failure becomes :class:`StoreUnavailable` (503).
+
+        The pipelined connection raises redis-py's own errors, so both paths end here alike.
+        """
         try:
+            if self._pipeline is not None:
+                source = cast(str, script.script)  # registered from this module's str constants
+                return await self._pipeline.run_script(script.sha, source, keys, args)
             return await cast(Awaitable[Any], script(keys=keys, args=args))
         except RedisError as exc:
             raise StoreUnavailable(f"Redis: {exc}", dependency="redis", subject=SUBJECT) from exc

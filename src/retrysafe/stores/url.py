@@ -198,7 +198,7 @@ class UrlStore:
             store = RedisIdempotencyStore(
                 client, lease_seconds=self.lease_seconds, prefix=prefix or DEFAULT_PREFIX
             )
-            return _Opened(store, client.aclose)
+            return _Opened(store, store.aclose)
 
         return open_redis
 
