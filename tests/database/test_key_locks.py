@@ -1,4 +1,4 @@
-"""SQLite's per-key locks: exclusive across processes and stores, given back by the kernel on a kill."""
+"""SQLite's key locks: exclusive across processes and stores, freed by the kernel on a kill."""
 
 from __future__ import annotations
 

@@ -116,11 +116,9 @@ async def test_the_first_write_claims_the_key_in_its_transaction(database: Datab
         ]
 
 
-async def test_a_killed_process_leaves_the_key_to_the_next_retry_at_once(
-    database: Database,
-) -> None:
-    """SIGKILL mid-request: nothing recorded, no lease to wait out; the retry runs."""
-    holder = subprocess.Popen(
+def _holder(url: str) -> subprocess.Popen[str]:
+    """A process that claims KEY on ``url`` first, says so, and sleeps in its handler."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-c",
@@ -133,7 +131,7 @@ async def test_a_killed_process_leaves_the_key_to_the_next_retry_at_once(
                 from retrysafe.stores.sql import SqlIdempotencyStore
 
                 async def main():
-                    store = SqlIdempotencyStore(Database({database.url!r}))
+                    store = SqlIdempotencyStore(Database({url!r}))
                     key = RecordKey({KEY.organization_id!r}, {KEY.key!r})
                     async with store.attempt(key, "fp", now={NOW}, ttl={TTL}) as decision:
                         assert isinstance(decision, Execute)
@@ -147,6 +145,13 @@ async def test_a_killed_process_leaves_the_key_to_the_next_retry_at_once(
         stdout=subprocess.PIPE,
         text=True,
     )
+
+
+async def test_a_killed_process_leaves_the_key_to_the_next_retry_at_once(
+    database: Database,
+) -> None:
+    """SIGKILL mid-request: nothing recorded, no lease to wait out; the retry runs."""
+    holder = _holder(database.url)
     store = SqlIdempotencyStore(database)
     try:
         assert holder.stdout is not None
