@@ -1,7 +1,7 @@
 """CPU per request of ``RetrySafe`` on the Redis store, pipelined connection against redis-py.
 
     python benchmarks/redis_store_cpu.py [--url redis://127.0.0.1:6379/0]
-                                         [--requests 4000] [--rounds 3] [--from-url]
+                                         [--requests 4000] [--rounds 3] [--from-url | --plain]
 
 A trivial ASGI handler (201, a small JSON body) mounted as a library user mounts
 it, ``RetrySafe(app, store=RedisIdempotencyStore(Redis.from_url(url)))``, driven
@@ -13,7 +13,9 @@ store's per-request scripts on its pipelined connection and on redis-py (the
 same store with its pipelined connection switched off: exactly the code path
 every request took before the connection existed), in the same run.
 ``--from-url`` builds the store as ``store="redis://…"`` does instead
-(``RedisIdempotencyStore.from_url``: timeouts, so a timer per command, and one retry).
+(``RedisIdempotencyStore.from_url``: timeouts, so a timer per command, and one retry);
+``--plain`` gives the store ``Redis(host=…, port=…, db=…)``, redis-py's default
+``Retry`` (three tries, backing off) included.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -100,10 +103,16 @@ async def cpu_per_request(
     return (time.process_time() - start) / (each * concurrency) * 1e6
 
 
-async def measure(url: str, requests: int, rounds: int, from_url: bool) -> None:
+async def measure(url: str, requests: int, rounds: int, from_url: bool, plain: bool) -> None:
     prefix = f"rs-bench-cpu:{uuid.uuid4().hex[:8]}:"
     if from_url:
         store = RedisIdempotencyStore.from_url(url, prefix=prefix)
+    elif plain:
+        # Redis(host=…) as most code builds it: redis-py's default Retry, which backs off.
+        where = urlsplit(url)
+        db = int(where.path.lstrip("/") or 0)
+        client = Redis(host=where.hostname or "localhost", port=where.port or 6379, db=db)
+        store = RedisIdempotencyStore(client, prefix=prefix)
     else:
         store = RedisIdempotencyStore(Redis.from_url(url), prefix=prefix)
     if not store.pipelined:
@@ -141,7 +150,8 @@ async def measure(url: str, requests: int, rounds: int, from_url: bool) -> None:
             await client.delete(*keys[start : start + 1000])
         await client.aclose()
         await store.aclose()
-    built = "RedisIdempotencyStore.from_url" if from_url else "Redis.from_url"
+    built = "Redis(host=…)" if plain else "Redis.from_url"
+    built = "RedisIdempotencyStore.from_url" if from_url else built
     print(f"CPU per request (µs, best of {rounds}), {requests} requests a case, {built}")
     print(f"{'':10} {'concurrency':>11} {'redis-py':>9} {'pipelined':>9}")
     for name in ("new key", "replay"):
@@ -156,9 +166,11 @@ def main() -> None:
     parser.add_argument("--url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--from-url", action="store_true", help="RedisIdempotencyStore.from_url")
+    built = parser.add_mutually_exclusive_group()
+    built.add_argument("--from-url", action="store_true", help="RedisIdempotencyStore.from_url")
+    built.add_argument("--plain", action="store_true", help="Redis(host=…): default retry")
     args = parser.parse_args()
-    uvloop.run(measure(args.url, args.requests, args.rounds, args.from_url))
+    uvloop.run(measure(args.url, args.requests, args.rounds, args.from_url, args.plain))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import pytest
 import uvloop
 from redis.asyncio import Redis, RedisCluster, Sentinel
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.backoff import ConstantBackoff, ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 from tests.support import redis_service
 from tests.support.scripted_redis import ScriptedRedis
@@ -190,6 +190,42 @@ async def test_a_retry_that_fails_too_is_an_error_not_a_hang(scripted: ScriptedR
     assert len(scripted.sent(1)) == 5
 
 
+async def test_a_retry_waits_its_backoff_before_it_is_sent_again(scripted: ScriptedRedis) -> None:
+    """The client's backoff is kept: the retry goes out after the pause, not at once."""
+    scripted.reset_after = 3
+    pause = 0.3
+    pipeline = pipeline_for(scripted.url, retry=Retry(ConstantBackoff(pause), 1))
+    try:
+        started = time.monotonic()
+        assert await _echoes(pipeline, ["a", "b", "c"]) == [b"a", b"b", b"c"]
+        elapsed = time.monotonic() - started
+    finally:
+        await pipeline.aclose()
+    assert elapsed >= pause
+    assert scripted.connections == 2
+
+
+async def test_a_backoff_longer_than_the_timeout_ends_at_the_timeout(
+    scripted: ScriptedRedis,
+) -> None:
+    """The timeout bounds the command with its pauses: a 5 s backoff does not make it wait 5 s."""
+    scripted.reset_after = 1
+    scripted.reset_all = True
+    timeout = 0.3
+    pipeline = pipeline_for(
+        scripted.url, socket_timeout=timeout, retry=Retry(ConstantBackoff(5.0), 2)
+    )
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(pipeline.execute("ECHO", "x"), HANG_GUARD)
+        elapsed = time.monotonic() - started
+    finally:
+        await pipeline.aclose()
+    assert timeout <= elapsed < timeout + 0.25
+    assert scripted.connections == 1  # the pause took all of the time left: no second try
+
+
 # Timeouts and connecting
 
 
@@ -318,6 +354,35 @@ def test_plain_tcp_and_unix_clients_are_pipelined(url: str) -> None:
     assert settings is not None
 
 
+@pytest.mark.parametrize(
+    ("client", "retries", "backoff"),
+    [
+        pytest.param(lambda: Redis.from_url("redis://cache/0"), 0, NoBackoff(), id="from-url"),
+        pytest.param(
+            lambda: Redis.from_url("redis://cache/0", retry=Retry(ExponentialBackoff(), 2)),
+            2,
+            ExponentialBackoff(),
+            id="backoff",
+        ),
+    ],
+)
+def test_a_retry_with_backoff_is_pipelined_with_its_backoff(
+    client: object, retries: int, backoff: object
+) -> None:
+    settings = PipelineSettings.from_client(client())  # type: ignore[operator]
+    assert settings is not None
+    assert (settings.retries, settings.backoff) == (retries, backoff)
+
+
+def test_a_plain_redis_client_is_pipelined_with_redis_pys_default_retry() -> None:
+    """``Redis(host=…)``, the common client, retries 3 times backing off (redis-py's default)."""
+    client = Redis(host="cache")
+    settings = PipelineSettings.from_client(client)
+    assert settings is not None
+    assert settings.retries == client.get_retry().get_retries() == 3
+    assert type(settings.backoff).__name__ == "ExponentialWithJitterBackoff"
+
+
 def test_the_settings_are_the_clients() -> None:
     client = Redis.from_url(
         "redis://u:p@cache:6380/2",
@@ -349,11 +414,6 @@ def test_the_settings_are_the_clients() -> None:
         pytest.param(lambda: Redis.from_url("rediss://cache:6380/0"), id="tls"),
         pytest.param(lambda: Redis.from_url("redis://cache/0", decode_responses=True), id="decode"),
         pytest.param(lambda: Redis.from_url("redis://cache/0", protocol=3), id="resp3"),
-        pytest.param(lambda: Redis(host="cache"), id="default-retry-backs-off"),
-        pytest.param(
-            lambda: Redis.from_url("redis://cache/0", retry=Retry(ExponentialBackoff(), 2)),
-            id="backoff",
-        ),
         pytest.param(
             lambda: Redis.from_url("redis://cache/0", retry_on_error=[ResponseError]),
             id="retry-on-error",

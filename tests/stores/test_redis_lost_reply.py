@@ -18,6 +18,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ConstantBackoff, NoBackoff
+from redis.exceptions import ConnectionError, TimeoutError
 from tests.support.reply_dropping_proxy import ReplyDroppingProxy
 
 from retrysafe.idempotency.decisions import Execute, LeaseLost, Replay
@@ -47,15 +48,21 @@ def proxy() -> Iterator[ReplyDroppingProxy]:
 
 
 @pytest.mark.parametrize(
-    "backoff",
+    ("retry", "pipelined"),
     [
-        pytest.param(NoBackoff(), id="pipelined"),
-        # A retry that waits is redis-py's to make: the store runs its scripts there.
-        pytest.param(ConstantBackoff(0.01), id="redis-py"),
+        pytest.param(Retry(NoBackoff(), 1), True, id="pipelined"),
+        pytest.param(Retry(ConstantBackoff(0.01), 1), True, id="pipelined-backoff"),
+        # A retry on more errors than the defaults is redis-py's to make: the store runs
+        # its scripts there.
+        pytest.param(
+            Retry(NoBackoff(), 1, supported_errors=(ConnectionError, TimeoutError, OSError)),
+            False,
+            id="redis-py",
+        ),
     ],
 )
 async def test_complete_whose_reply_is_lost_succeeds_on_the_automatic_retry(
-    store: RedisIdempotencyStore, proxy: ReplyDroppingProxy, backoff: NoBackoff
+    store: RedisIdempotencyStore, proxy: ReplyDroppingProxy, retry: Retry, pipelined: bool
 ) -> None:
     """The reply is really lost (a proxy drops it after Redis ran the script), the command
     is retried on a new connection, and ``complete`` still succeeds; the record replays."""
@@ -63,10 +70,10 @@ async def test_complete_whose_reply_is_lost_succeeds_on_the_automatic_retry(
         proxy.url,
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=COMMAND_TIMEOUT,
-        retry=Retry(backoff, 1),
+        retry=retry,
     )
     through_proxy = RedisIdempotencyStore(client, lease_seconds=30, prefix=store.prefix)
-    assert through_proxy.pipelined == isinstance(backoff, NoBackoff)
+    assert through_proxy.pipelined == pipelined
     try:
         async with through_proxy.attempt(KEY, "fp", now=1000, ttl=TTL) as decision:
             assert isinstance(decision, Execute)

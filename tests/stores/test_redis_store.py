@@ -21,6 +21,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError, TimeoutError
 from tests.pipeline.asgi_apps import client, read_body, send_json
 from tests.support import redis_service
 from tests.support.scripted_redis import ScriptedRedis
@@ -395,8 +396,12 @@ async def test_a_claim_after_script_flush_loads_the_script_again(
 async def test_a_store_on_a_client_it_cannot_pipeline_still_works_through_redis_py(
     store: RedisIdempotencyStore,
 ) -> None:
-    """The fallback: redis-py runs the same scripts (here: its default retry backs off)."""
-    fallback = RedisIdempotencyStore(Redis(host="127.0.0.1", port=6379), prefix=store.prefix)
+    """The fallback: redis-py runs the same scripts (here: a retry on more errors than the
+    pipelined connection knows how to retry)."""
+    retry = Retry(NoBackoff(), 1, supported_errors=(ConnectionError, TimeoutError, OSError))
+    fallback = RedisIdempotencyStore(
+        Redis(host="127.0.0.1", port=6379, retry=retry), prefix=store.prefix
+    )
     assert not fallback.pipelined
     try:
         async with fallback.attempt(KEY, "fp", now=1000, ttl=TTL) as decision:

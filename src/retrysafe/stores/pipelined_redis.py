@@ -17,7 +17,9 @@ What it keeps from redis-py, exactly (the store's tests hold it to that):
   so the store turns them into ``StoreUnavailable`` in one place for both paths.
 - **Retry on a lost connection**: a command whose connection failed before its
   reply arrived (or failed to open) is sent again on a new connection, as many
-  times as the client's ``Retry`` says (``from_url``'s store: once). When a
+  times as the client's ``Retry`` says (``from_url``'s store: once), after its
+  backoff's pause (``Redis()``'s default: up to three tries, backing off from
+  1 s), within the command's timeout. When a
   connection breaks, every command waiting on it fails or is retried; none is
   left waiting. The store's scripts are written to be safe when run twice.
 - **Timeout**: the client's ``socket_timeout`` bounds each command, its retry
@@ -33,7 +35,7 @@ consumed and dropped with it instead of being handed to the next caller.
 
 Only a client this connection can stand in for is pipelined (see
 :meth:`PipelineSettings.from_client`): plain TCP or a unix socket, RESP2, bytes
-replies, password or ACL authentication, and a retry that is N immediate tries.
+replies, password or ACL authentication, and a ``Retry`` on its default errors.
 The pipelined connection does not announce itself with ``CLIENT SETINFO`` (a
 label in ``CLIENT LIST``, nothing else); it does set ``client_name``.
 """
@@ -53,7 +55,7 @@ from redis._parsers import BaseParser  # its parse_error: the error classes redi
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.backoff import AbstractBackoff, NoBackoff
 
 from retrysafe.stores.resp import ErrorReply, Reply, ReplyParser, command
 
@@ -129,6 +131,8 @@ class PipelineSettings:
     """Seconds to connect and authenticate (``socket_connect_timeout``, else ``socket_timeout``)."""
     retries: int = 0
     """How many times a command is sent again after its connection failed (``Retry``)."""
+    backoff: AbstractBackoff = field(default_factory=NoBackoff)
+    """The ``Retry``'s backoff: seconds to wait before each retry, within ``command_timeout``."""
     keepalive: bool = False
     keepalive_options: Mapping[int, int | bytes] = field(default_factory=dict)
     """TCP options set with ``socket_keepalive``, as redis-py sets them."""
@@ -142,9 +146,8 @@ class PipelineSettings:
         ``BlockingConnectionPool`` of TCP or unix-socket connections: TLS
         (``rediss://``), another ``connection_class``, a cluster or Sentinel
         client, ``decode_responses=True``, RESP3, a credential provider or a
-        connect callback, a setting this module does not know, and a retry
-        other than immediate tries on connection errors and timeouts (a backoff
-        would make the retry wait; redis-py's own default backs off for seconds).
+        connect callback, a setting this module does not know, and a ``Retry``
+        on other errors than its default ones (connection errors and timeouts).
         """
         if type(client) is not Redis:
             return None
@@ -159,9 +162,10 @@ class PipelineSettings:
                 continue
             if name not in _DEFAULT_ONLY or value not in _DEFAULT_ONLY[name]:
                 return None
-        retries = _immediate_retries(kwargs.get("retry"))
-        if retries is None:
+        plan = _retry_plan(kwargs.get("retry"))
+        if plan is None:
             return None
+        retries, backoff = plan
         if kwargs.get("username") and not kwargs.get("password"):
             return None  # redis-py would send AUTH with no password; leave that to it
         timeout = kwargs.get("socket_timeout")
@@ -178,23 +182,25 @@ class PipelineSettings:
             command_timeout=timeout,
             connect_timeout=timeout if connect_timeout is None else connect_timeout,
             retries=retries,
+            backoff=backoff,
             keepalive=bool(kwargs.get("socket_keepalive")) and not unix,
             keepalive_options=dict(kwargs.get("socket_keepalive_options") or {}),
         )
 
 
-def _immediate_retries(retry: object) -> int | None:
-    """How many immediate retries ``retry`` makes (redis-py's default: none), or ``None``
-    when it waits between tries or retries on other errors than the default ones."""
+def _retry_plan(retry: object) -> tuple[int, AbstractBackoff] | None:
+    """How many retries ``retry`` makes and its backoff (redis-py's ``from_url``: none), or
+    ``None`` when it retries on other errors than the default ones."""
     if retry is None:
-        return 0
+        return 0, NoBackoff()
     if not isinstance(retry, Retry):
         return None
     retries = retry.get_retries()
+    backoff = getattr(retry, "_backoff", None)  # Retry has no public getter for it
     # Retry's own equality compares backoff, count and the errors retried on.
-    if retries < 0 or retry != Retry(NoBackoff(), retries):
+    if retries < 0 or not isinstance(backoff, AbstractBackoff) or retry != Retry(backoff, retries):
         return None
-    return retries
+    return retries, backoff
 
 
 class _Lost(Exception):
@@ -421,6 +427,14 @@ class PipelinedRedis:
             failures += 1
             if not lost.retry or failures > self._settings.retries:
                 raise lost.error() from None
+            if failures == 1:
+                # As redis-py's Retry resets it for each command (a stateful backoff).
+                self._settings.backoff.reset()  # type: ignore[no-untyped-call]
+            pause = self._settings.backoff.compute(failures)
+            if pause > 0:
+                if deadline is not None:
+                    pause = min(pause, max(0.0, deadline - loop.time()))
+                await asyncio.sleep(pause)
             if deadline is not None and loop.time() >= deadline:
                 raise redis_errors.TimeoutError(f"Timeout reading from {self._where}") from None
 

@@ -45,7 +45,7 @@ on one pipelined connection per store
 (:mod:`~retrysafe.stores.pipelined_redis`), built from the client's own
 settings: a fraction of redis-py's CPU per command. A client that connection
 cannot stand in for exactly (TLS, a cluster or Sentinel client, another
-connection class, ``decode_responses=True``, a retry with backoff; see
+connection class, ``decode_responses=True``, a retry on more than its default errors; see
 :meth:`~retrysafe.stores.pipelined_redis.PipelineSettings.from_client`) runs
 them through redis-py as before. ``purge_expired`` always uses redis-py.
 """
