@@ -404,14 +404,8 @@ class SqlIdempotencyStore:
         attempt = _SqlAttempt(
             self, key, fingerprint, params, created_at=now, ttl=ttl, key_lock=key_lock
         )
-        self._running.add(key)
-        try:
-            with self._db.joined(attempt):
-                yield Execute(attempt)
-        finally:
-            await attempt.close()
-            if not attempt.checkpointed:
-                self._running.discard(key)
+        async with self._executing(attempt) as decision:
+            yield decision
 
     @asynccontextmanager
     async def _locked(
@@ -466,16 +460,24 @@ class SqlIdempotencyStore:
                 defer_writes=deferred,
                 key_lock=key_lock,
             )
-            self._running.add(key)
-            try:
-                with self._db.joined(attempt):
-                    yield Execute(attempt)
-            finally:
-                await attempt.close()
-                if not attempt.checkpointed:
-                    self._running.discard(key)
+            async with self._executing(attempt) as decision:
+                yield decision
         finally:
             key_lock.release()
+
+    @asynccontextmanager
+    async def _executing(self, attempt: _SqlAttempt) -> AsyncIterator[Execute]:
+        """Run ``attempt``, claimed or still to be claimed, as its key's one runner here."""
+        self._running.add(attempt.key)
+        try:
+            with self._db.joined(attempt):
+                yield Execute(attempt)
+        finally:
+            await attempt.close()
+            # After a checkpoint the key already left the set, and another request of
+            # this process may have claimed it since: that entry is not ours to remove.
+            if not attempt.checkpointed:
+                self._running.discard(attempt.key)
 
     async def purge_expired(self, now: float) -> int:
         purged = 0
