@@ -15,7 +15,7 @@ every request took before the connection existed), in the same run.
 ``--from-url`` builds the store as ``store="redis://…"`` does instead
 (``RedisIdempotencyStore.from_url``: timeouts, so a timer per command, and one retry);
 ``--plain`` gives the store ``Redis(host=…, port=…, db=…)``, redis-py's default
-``Retry`` (three tries, backing off) included.
+``Retry`` (three retries, backing off) included.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ What it keeps from redis-py, exactly (the store's tests hold it to that):
 - **Retry on a lost connection**: a command whose connection failed before its
   reply arrived (or failed to open) is sent again on a new connection, as many
   times as the client's ``Retry`` says (``from_url``'s store: once), after its
-  backoff's pause (``Redis()``'s default: up to three tries, backing off from
+  backoff's pause (``Redis()``'s default: up to three retries, backing off from
   1 s), within the command's timeout. When a
   connection breaks, every command waiting on it fails or is retried; none is
   left waiting. The store's scripts are written to be safe when run twice.
