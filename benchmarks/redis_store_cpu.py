@@ -106,14 +106,17 @@ async def cpu_per_request(
 async def measure(url: str, requests: int, rounds: int, from_url: bool, plain: bool) -> None:
     prefix = f"rs-bench-cpu:{uuid.uuid4().hex[:8]}:"
     if from_url:
+        built = "RedisIdempotencyStore.from_url"
         store = RedisIdempotencyStore.from_url(url, prefix=prefix)
     elif plain:
         # Redis(host=…) as most code builds it: redis-py's default Retry, which backs off.
         where = urlsplit(url)
         db = int(where.path.lstrip("/") or 0)
         client = Redis(host=where.hostname or "localhost", port=where.port or 6379, db=db)
+        built = "Redis(host=…)"
         store = RedisIdempotencyStore(client, prefix=prefix)
     else:
+        built = "Redis.from_url"
         store = RedisIdempotencyStore(Redis.from_url(url), prefix=prefix)
     if not store.pipelined:
         raise SystemExit(f"{url}: the store falls back to redis-py for this client")
@@ -150,8 +153,6 @@ async def measure(url: str, requests: int, rounds: int, from_url: bool, plain: b
             await client.delete(*keys[start : start + 1000])
         await client.aclose()
         await store.aclose()
-    built = "Redis(host=…)" if plain else "Redis.from_url"
-    built = "RedisIdempotencyStore.from_url" if from_url else built
     print(f"CPU per request (µs, best of {rounds}), {requests} requests a case, {built}")
     print(f"{'':10} {'concurrency':>11} {'redis-py':>9} {'pipelined':>9}")
     for name in ("new key", "replay"):
