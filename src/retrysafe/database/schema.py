@@ -84,6 +84,8 @@ documents = Table(
     Column("sha256", String(64), nullable=False),
     Column("storage_path", Text, nullable=False),
     Column("created_at", String(32), nullable=False),
+    # A verification counts its inquiry's documents (migration 0005).
+    Index("ix_documents_org_inquiry", "organization_id", "inquiry_id"),
 )
 
 verifications = Table(
