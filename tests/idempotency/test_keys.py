@@ -25,7 +25,17 @@ def test_valid_keys(raw: bytes, key: str) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b"", b'""', b"x" * 256, b"has space", b"tab\tinside", "caf\u00e9".encode(), b'"bad\\x"'],
+    [
+        b"",
+        b'""',
+        b"x" * 256,
+        b"has space",
+        b"tab\tinside",
+        b"line\n",
+        b"del\x7f",
+        "caf\u00e9".encode(),
+        b'"bad\\x"',
+    ],
 )
 def test_invalid_keys_are_refused(raw: bytes) -> None:
     """Empty, too long, unquoted spaces, non-ASCII and bad escapes name no key."""
