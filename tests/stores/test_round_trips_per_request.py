@@ -19,6 +19,7 @@ record (the join is on the key's own organization), and a wrong secret is 401.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
@@ -32,6 +33,11 @@ from retrysafe.database import Database
 from retrysafe.service.admin import create_api_key
 from retrysafe.service.app import create_app
 from retrysafe.settings import Settings
+
+# The key lookup returns the record's columns beside the key's (joined plainly on SQLite,
+# through a LATERAL subquery named "record" on PostgreSQL); the counted text is shortened
+# in its middle, so the match is on its start.
+_BRINGS_THE_RECORD = re.compile(r"api_keys\.scopes, (idempotency_records|record)\.organization_id")
 
 
 def _body(n: int) -> dict[str, object]:
@@ -98,9 +104,9 @@ async def test_a_replay_is_one_statement_and_a_create_sends_no_read_of_the_recor
 
     lookup = [s for s in create if "FROM api_keys" in s]
     assert len(lookup) == 1, create
-    assert "LEFT OUTER JOIN idempotency_records" in lookup[0], create
+    assert _BRINGS_THE_RECORD.search(lookup[0]), create
     assert len(replay) == 1, replay
-    assert "LEFT OUTER JOIN idempotency_records" in replay[0], replay
+    assert _BRINGS_THE_RECORD.search(replay[0]), replay
     reads = [s for s in create if "SELECT" in s and "INSERT" not in s and "pg_try" not in s]
     assert reads == lookup, create  # the record is never read on its own
     if database.is_sqlite:
