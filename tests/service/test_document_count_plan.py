@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -81,9 +80,7 @@ async def test_the_document_count_probes_the_inquiry_index(database: Database) -
             assert not any(step.startswith("SCAN documents") for step in steps), steps
         else:
             plan = (await conn.execute(text("EXPLAIN (FORMAT JSON) " + literal))).scalar_one()
-            nodes = _nodes(
-                plan[0]["Plan"] if isinstance(plan, list) else json.loads(plan)[0]["Plan"]
-            )
+            nodes = _nodes(plan[0]["Plan"])  # SQLAlchemy decodes the JSON document
             on_documents = [node for node in nodes if node.get("Relation Name") == "documents"]
             assert on_documents, nodes
             assert all(node["Node Type"] != "Seq Scan" for node in on_documents), on_documents
