@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from tests.database.round_trips import sqlite_statements
 
 from retrysafe.database import Database
 from retrysafe.database.key_locks import open_key_locks
@@ -114,6 +115,43 @@ async def test_the_first_write_claims_the_key_in_its_transaction(database: Datab
         assert reader.execute("SELECT status FROM idempotency_records").fetchall() == [
             ("completed",)
         ]
+
+
+async def test_the_record_is_read_once_under_the_key_lock_and_a_replay_lets_go_of_it(
+    database: Database,
+) -> None:
+    """A new key and a replay each read the record once; a replay does not hold the key.
+
+    Each inline read hands the GIL to whichever thread waits for it, so a read
+    before the lock that the lock makes necessary again is pure cost.
+    """
+    with sqlite_statements() as sent:
+        traced = Database(database.url)  # its connections open inside: traced
+        store = SqlIdempotencyStore(traced)
+        try:
+            async with store.attempt(KEY, "fp", now=NOW, ttl=TTL) as decision:
+                assert isinstance(decision, Execute)
+                await decision.attempt.complete(CREATED)
+            created = list(sent)
+            sent.clear()
+            async with store.attempt(KEY, "fp", now=NOW + 1, ttl=TTL) as replay:
+                assert replay == Replay(CREATED)
+                locks = open_key_locks(_file(database))
+                assert locks is not None
+                handle = locks.acquire(f"{KEY.organization_id}\x1f{KEY.key}")
+                assert handle is not None, "the replay still holds its key's lock"
+                locks.release(f"{KEY.organization_id}\x1f{KEY.key}", handle)
+                locks.close()
+            replayed = list(sent)
+        finally:
+            await traced.dispose()
+
+    def reads(statements: list[str]) -> list[str]:
+        return [s for s in statements if s.startswith("SELECT") and "idempotency_records" in s]
+
+    assert len(reads(created)) == 1, created
+    assert len(reads(replayed)) == 1, replayed
+    assert replayed == reads(replayed), replayed  # nothing else: no writer, no transaction
 
 
 def _holder(url: str) -> subprocess.Popen[str]:
