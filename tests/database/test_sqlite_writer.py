@@ -1,4 +1,4 @@
-"""The SQLite writer: group commit with a savepoint per unit, exclusive turns, durability."""
+"""The SQLite writer: group commit (savepoints only to undo a failed unit), turns, durability."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import LiveServer
+from tests.database.round_trips import sqlite_statements
 
 from retrysafe.config import ConfigError, settings_from_env
 from retrysafe.database import Database, DatabaseUnavailable, sqlite_driver
@@ -67,6 +68,39 @@ async def test_units_queued_together_share_one_commit_and_fail_alone(
     assert outcomes[2] == "org_2"
     assert writer.groups == groups + 1
     assert _committed(tmp_path / "migrated.db") == ["org_1", "org_2"]
+
+
+async def test_a_group_without_failures_sends_no_savepoints(
+    sqlite_database: Database, tmp_path: Path
+) -> None:
+    """Savepoints are only for a group that has a failing unit: the rest pay nothing."""
+    with sqlite_statements() as sent:
+        traced = Database(sqlite_database.url)  # its writer opens inside: traced
+        try:
+            writer = _writer(traced)
+            await writer.connection()
+            sent.clear()  # the connection's pragmas
+            await asyncio.gather(writer.run(_insert("org_1")), writer.run(_insert("org_2")))
+            clean = list(sent)
+            sent.clear()
+
+            def failing(raw: sqlite3.Connection) -> None:
+                _insert("org_bad")(raw)
+                raise ValueError("this unit fails after writing")
+
+            await asyncio.gather(
+                writer.run(_insert("org_3")), writer.run(failing), return_exceptions=True
+            )
+            retried = [statement.split()[0] for statement in sent]
+        finally:
+            await traced.dispose()
+    assert [statement.split()[0] for statement in clean] == ["BEGIN", "INSERT", "INSERT", "COMMIT"]
+    # The first pass fails at its second unit and is rolled back; the second pass
+    # isolates each unit in a savepoint, and the failed one undoes only itself.
+    assert retried[: retried.index("ROLLBACK") + 1] == ["BEGIN", "INSERT", "INSERT", "ROLLBACK"]
+    assert retried.count("SAVEPOINT") == 2
+    assert retried[-1] == "COMMIT"
+    assert _committed(tmp_path / "migrated.db") == ["org_1", "org_2", "org_3"]
 
 
 async def test_a_unit_returns_only_after_its_commit(

@@ -10,10 +10,13 @@ goes through one connection, in one of two shapes:
   that runs to completion without awaiting: the idempotency record of a request
   together with the rows its handler wrote, or a batch of API-log entries. Every
   unit queued by the time the connection is free forms one group: one ``BEGIN
-  IMMEDIATE``, one ``SAVEPOINT`` per unit (a unit that raises rolls back only
-  itself), one ``COMMIT`` and so one fsync for all of them. Each caller hears its
-  outcome only after that COMMIT. Units queued while a group commits form the next
-  group, so groups grow with the load and need no timer.
+  IMMEDIATE``, the units one after the other, one ``COMMIT`` and so one fsync for
+  all of them. Each caller hears its outcome only after that COMMIT. A unit that
+  raises rolls back only itself: the group is then rolled back and run again with
+  one ``SAVEPOINT`` per unit (units are functions of the connection, so they can
+  run twice). Failures are rare (a taken key, a conflicting insert), so the common
+  group sends two statements fewer per unit. Units queued while a group commits
+  form the next group, so groups grow with the load and need no timer.
 - A **turn** (:meth:`SqliteWriter.turn`) is the connection held exclusively, for
   a transaction whose statements depend on each other's results (an UPDATE …
   RETURNING, a read of the request's own writes). Turns and groups alternate, so
@@ -166,14 +169,16 @@ class SqliteWriter:
             connection = await self.connection()
             await connection.begin_immediate()
             raw = connection.raw
-            for pending in batch:
-                if pending.future.done():
-                    continue  # its caller was cancelled before the group began: skip it
-                outcomes.append(_run_in_savepoint(raw, pending))
-                if not raw.in_transaction:
-                    # SQLite ended the whole transaction (disk full, I/O error): the
-                    # units before this one are gone with it.
-                    raise DatabaseUnavailable("the write transaction was aborted by SQLite")
+            # Callers cancelled before the group began are skipped.
+            live = [pending for pending in batch if not pending.future.done()]
+            outcomes = _run_units(raw, live, savepoints=False)
+            if outcomes and outcomes[-1][2] is not None:
+                # A unit raised (the first pass stops there), perhaps after writing:
+                # undo the group and run it again with a savepoint per unit, so that
+                # what fails undoes only itself.
+                raw.rollback()
+                await connection.begin_immediate()
+                outcomes = _run_units(raw, live, savepoints=True)
             await connection.commit()
         except (sqlite3.Error, OSError, DatabaseUnavailable) as exc:
             current = self._connection
@@ -198,9 +203,32 @@ class SqliteWriter:
                 future.set_exception(error)
 
 
-def _run_in_savepoint(
-    raw: sqlite3.Connection, pending: _Pending
-) -> tuple[asyncio.Future[Any], Any, BaseException | None]:
+_Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
+
+
+def _run_units(
+    raw: sqlite3.Connection, batch: list[_Pending], *, savepoints: bool
+) -> list[_Outcome]:
+    """Each unit's outcome, in order; without ``savepoints`` up to the first that raises."""
+    outcomes: list[_Outcome] = []
+    for pending in batch:
+        if savepoints:
+            outcomes.append(_run_in_savepoint(raw, pending))
+        else:
+            try:
+                outcomes.append((pending.future, pending.unit(raw), None))
+            except Exception as exc:
+                outcomes.append((pending.future, None, exc))
+        if not raw.in_transaction:
+            # SQLite ended the whole transaction (disk full, I/O error): the units
+            # before this one are gone with it.
+            raise DatabaseUnavailable("the write transaction was aborted by SQLite")
+        if not savepoints and outcomes[-1][2] is not None:
+            break
+    return outcomes
+
+
+def _run_in_savepoint(raw: sqlite3.Connection, pending: _Pending) -> _Outcome:
     raw.execute("SAVEPOINT retrysafe_unit")
     try:
         result = pending.unit(raw)
