@@ -42,6 +42,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import greenlet_spawn
 
 from retrysafe.database import sqlite_driver
+from retrysafe.database.fair_gate import FairGate
 from retrysafe.database.sqlite_driver import BUSY, Busy, is_busy
 from retrysafe.database.sqlite_writer import SqliteWriter
 from retrysafe.database.unavailable import DatabaseUnavailable
@@ -122,6 +123,7 @@ class Database:
         """The SQLite file (``:memory:`` for none); None on PostgreSQL."""
         self._write_engine: AsyncEngine | None = None
         self._inline: sqlite_driver.InlineReader | None = None
+        self._gate: FairGate | None = None
         if self.is_sqlite:
             if sqlite_synchronous not in sqlite_driver.SYNCHRONOUS:
                 choices = ", ".join(sqlite_driver.SYNCHRONOUS)
@@ -158,6 +160,8 @@ class Database:
                 max_overflow=0,
                 pool_timeout=pool_timeout,
             )
+            # Every checkout of this pool takes its turn here first: see fair_gate.
+            self._gate = FairGate(pool_size, pool_timeout)
         event.listen(self.engine.sync_engine, "handle_error", _disconnect_is_unavailable)
 
     async def dispose(self) -> None:
@@ -186,7 +190,17 @@ class Database:
         if current is not None:
             yield await current.connection()
             return
-        async with _connect(self.engine) as conn:
+        async with self._pooled() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _pooled(self) -> AsyncIterator[AsyncConnection]:
+        """A connection of the pool (SQLite: a reader), in arrival order on PostgreSQL."""
+        if self._gate is None:
+            async with _connect(self.engine) as conn:
+                yield conn
+            return
+        async with self._gate.held(), _connect(self.engine) as conn:
             yield conn
 
     @asynccontextmanager
@@ -199,6 +213,13 @@ class Database:
         so ``pool_size`` still bounds what the process opens. A lost connection is a
         :class:`DatabaseUnavailable` and is not given back to the pool.
         """
+        if self._gate is None:
+            raise TypeError("raw() is for PostgreSQL; SQLite has no pool of asyncpg connections")
+        async with self._gate.held(), self._raw() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _raw(self) -> AsyncIterator[Any]:
         record = _idle_record(self.engine)
         if record is not None:
             async with _lent(self.engine, record) as conn:
@@ -267,7 +288,7 @@ class Database:
         them (checking that a parent row exists before a long upload, say): they do
         not open the request transaction, so on SQLite they do not hold the writer.
         """
-        async with _connect(self.engine) as conn:
+        async with self._pooled() as conn:
             yield conn
 
     @asynccontextmanager
@@ -302,7 +323,7 @@ class Database:
         On SQLite it holds the process's writer for as long as it is open.
         """
         if self.writer is None or self._write_engine is None:
-            async with _connect(self.engine) as conn:
+            async with self._pooled() as conn:
                 try:
                     await _guard(conn.begin())
                     yield conn
