@@ -10,6 +10,7 @@ PostgreSQL.
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 import threading
@@ -205,6 +206,18 @@ quiet_structlog()  # for what runs before the first test's fixtures, such as col
 def _quiet_structlog() -> None:
     """Every test starts quiet, even after one that ran ``serve`` in-process."""
     quiet_structlog()
+
+
+@pytest.fixture(autouse=True)
+def _unfrozen_heap() -> Iterator[None]:
+    """What a test's app froze at its start-up (``RetrySafe``, ``serve``) is collectable again.
+
+    A server freezes its heap once; the suite starts hundreds of apps in one process,
+    and each freeze would keep everything alive then out of collection for good.
+    """
+    yield
+    if gc.get_freeze_count():
+        gc.unfreeze()
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ PARTS: dict[str, tuple[str, ...]] = {
     "stores": ("retrysafe.stores",),
     "database": ("retrysafe.database",),
     "asgi": ("retrysafe.asgi", "retrysafe.envelope"),
-    "core": ("retrysafe.unique", "retrysafe.ids", "retrysafe.unavailable"),
+    "core": ("retrysafe.unique", "retrysafe.ids", "retrysafe.unavailable", "retrysafe.heap"),
     "config": ("retrysafe.settings", "retrysafe.config", "retrysafe.log_config"),
 }
 """Each part and the modules (with everything under them) that make it up."""

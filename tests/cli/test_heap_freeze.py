@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from retrysafe.service.heap import freeze_startup_heap
+from retrysafe.heap import freeze_startup_heap
 
 from .conftest import MainRunner
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -160,6 +161,26 @@ async def test_an_app_without_lifespan_support_still_gets_its_store_opened() -> 
     app = RetrySafe(plain, store="memory://")
     sent = await lifespan(app)
     assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+async def test_the_heap_is_frozen_once_the_app_has_started_unless_asked_not_to() -> None:
+    """Full collections skip what start-up built, as under ``retrysafe serve``."""
+    frozen_at_app_startup: list[int] = []
+
+    @asynccontextmanager
+    async def app_lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        frozen_at_app_startup.append(gc.get_freeze_count())
+        yield
+
+    gc.unfreeze()
+    async with running(RetrySafe(FastAPI(lifespan=app_lifespan), store="memory://")):
+        assert frozen_at_app_startup == [0]  # the app's own start-up comes first
+        assert gc.get_freeze_count() > 0
+    gc.unfreeze()
+    async with running(
+        RetrySafe(FastAPI(lifespan=app_lifespan), store="memory://", freeze_heap=False)
+    ):
+        assert gc.get_freeze_count() == 0
 
 
 class WatchedStore(MemoryIdempotencyStore):

@@ -84,8 +84,8 @@ def run_server(settings: Settings) -> None:
     )
     log_config.configure_structlog(settings.log_level, settings.log_format)
     if workers == 1:
+        from retrysafe.heap import freeze_startup_heap
         from retrysafe.service.app import create_app
-        from retrysafe.service.heap import freeze_startup_heap
 
         application = create_app(settings)
         freeze_startup_heap()

@@ -5,8 +5,8 @@ from __future__ import annotations
 from retrysafe import log_config
 from retrysafe.asgi import ASGIApp
 from retrysafe.config import settings_from_env
+from retrysafe.heap import freeze_startup_heap
 from retrysafe.service.app import create_app
-from retrysafe.service.heap import freeze_startup_heap
 
 
 def create_app_from_env() -> ASGIApp:
