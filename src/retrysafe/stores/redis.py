@@ -55,7 +55,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -339,7 +340,10 @@ class RedisIdempotencyStore:
                 ],
             )
             if reply[0] == b"claimed":
-                return self._execute(redis_key, token, Resumption.fresh(key, now), fresh=True)
+                # Where it resumes is worked out only if the handler asks (a hash).
+                return self._execute(
+                    redis_key, token, partial(Resumption.fresh, key, now), fresh=True
+                )
             fields = _unframed(reply[1])
             record = _record(key, fields)
             if record.lock_token == token:
@@ -370,7 +374,12 @@ class RedisIdempotencyStore:
         return InFlight(retry_after=1)
 
     def _execute(
-        self, redis_key: str, token: str, resumption: Resumption, *, fresh: bool
+        self,
+        redis_key: str,
+        token: str,
+        resumption: Resumption | Callable[[], Resumption],
+        *,
+        fresh: bool,
     ) -> Execute:
         return Execute(_RedisAttempt(self, redis_key, token, resumption, fresh=fresh))
 
@@ -423,7 +432,7 @@ class _RedisAttempt:
         store: RedisIdempotencyStore,
         redis_key: str,
         token: str,
-        resumption: Resumption,
+        resumption: Resumption | Callable[[], Resumption],
         *,
         fresh: bool,
     ) -> None:
@@ -438,7 +447,10 @@ class _RedisAttempt:
 
     @property
     def resumption(self) -> Resumption:
-        return self._resumption
+        resumption = self._resumption
+        if not isinstance(resumption, Resumption):
+            resumption = self._resumption = resumption()
+        return resumption
 
     async def checkpoint(self, point: str, data: str | None, *, now: float) -> None:
         lease = self._store._lease
@@ -451,7 +463,7 @@ class _RedisAttempt:
             pairs += ["recovery_data", data]
         await self._fenced(deleted, pairs, keep_ms=_ms(lease), expires_at_least=locked_until)
         self.checkpointed = True
-        self._resumption = Resumption(point, data, self._resumption.external_key)
+        self._resumption = Resumption(point, data, self.resumption.external_key)
 
     async def complete(self, response: StoredResponse) -> None:
         """Record ``response``; idempotent for this holder (same token, same answer)."""
