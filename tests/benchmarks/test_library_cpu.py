@@ -1,0 +1,64 @@
+"""benchmarks/library_cpu.py runs the library mount end to end and reports what it measured."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import servers
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A stand-in for shared/bench/anchor_sqlite.py: an ASGI app answering the create with
+# a 201, so the script's own parts are checked without the shared anchors.
+ANCHOR = """
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 201, "headers": []})
+    await send({"type": "http.response.body", "body": b"{}"})
+"""
+
+
+def _run(tmp_path: Path, *args: str) -> str:
+    anchors = tmp_path / "anchors"
+    anchors.mkdir(exist_ok=True)
+    (anchors / "anchor_sqlite.py").write_text(ANCHOR)
+    env = {**os.environ, servers.ANCHOR_DIR_ENV: str(anchors)}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "library_cpu.py"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_new_keys_through_the_mount_are_measured_and_all_answered(
+    tmp_path: Path, store: str
+) -> None:
+    out = _run(tmp_path, "--store", store, "--concurrency", "3", "--requests", "7")
+    assert f"{store} store around the anchor app, new key, 3 x 7:" in out
+    assert "answers: 201: 21" in out
+    assert "CPU per request:" in out
+    assert "full garbage collections:" in out
+    if store == "sqlite":
+        assert "units per group commit:" in out
+
+
+def test_replays_are_one_key_recorded_first(tmp_path: Path) -> None:
+    out = _run(tmp_path, "--store", "sqlite", "--replay", "--concurrency", "2", "--requests", "4")
+    assert "new key" not in out
+    assert "answers: 201: 8" in out
