@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -11,9 +10,10 @@ from structlog.typing import EventDict
 from tests.support.records import request_record
 
 from retrysafe.database import Database
+from retrysafe.database.migrate import upgrade
 from retrysafe.database.schema import api_logs
 from retrysafe.observability import Metrics
-from retrysafe.observability.api_log_writer import ROWS_PER_TURN, ApiLogWriter
+from retrysafe.observability.api_log_writer import ROWS_PER_TURN, ApiLogWriter, rfc3339
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -36,6 +36,59 @@ async def test_a_full_buffer_drops_new_entries_and_counts_them(sqlite_database: 
     assert await writer.flush()
     assert await stored(sqlite_database) == ["req_0", "req_1", "req_2"]
     assert sample(metrics, "retrysafe_api_log_entries_written_total") == 3
+
+
+async def test_every_field_lands_in_its_own_column(empty_database_url: str) -> None:
+    """Rows go positionally (executemany on SQLite, COPY on PostgreSQL): no value may shift."""
+    db = Database(empty_database_url)
+    await upgrade(db)
+    writer = ApiLogWriter(db, Metrics(), body_limit=100)
+    record = request_record(
+        "req_fields",
+        started_at=1_700_000_000.25,
+        method="PATCH",
+        path="/api/v1/inquiries/inq_1",
+        query="include=verifications",
+        route="/api/v1/inquiries/{inquiry_id}",
+        status=409,
+        duration_ms=12.34567,
+        organization_id="org_fields",
+        api_key_id="key_fields",
+        idempotency_key="key-of-fields",
+        outcome="in_flight",
+        rate_limit="limited",
+        error_code="idempotency_request_in_progress",
+        request_body=b'{"a": 1, "password": "p"}',
+        request_content_type="application/json",
+        response_body=b"not json",
+        response_content_type="text/plain",
+    )
+    writer.submit(record)
+    try:
+        assert await writer.flush()
+        async with db.read() as conn:
+            row = (await conn.execute(select(api_logs))).mappings().one()
+    finally:
+        await db.dispose()
+    assert row["id"].startswith("log_")
+    assert {name: value for name, value in row.items() if name != "id"} == {
+        "organization_id": "org_fields",
+        "api_key_id": "key_fields",
+        "request_id": "req_fields",
+        "method": "PATCH",
+        "path": "/api/v1/inquiries/inq_1",
+        "query": "include=verifications",
+        "route": "/api/v1/inquiries/{inquiry_id}",
+        "status": 409,
+        "duration_ms": 12.346,
+        "idempotency_key": "key-of-fields",
+        "outcome": "in_flight",
+        "rate_limit": "limited",
+        "error_code": "idempotency_request_in_progress",
+        "request_body": '{"a":1,"password":"[redacted]"}',
+        "response_body": "[not stored: text/plain body]",
+        "created_at": rfc3339(1_700_000_000.25),
+    }
 
 
 async def test_entries_are_written_in_batches_in_order(sqlite_database: Database) -> None:
@@ -66,9 +119,9 @@ async def test_a_flush_lets_requests_run_while_it_builds_a_batch(sqlite_database
 
     real_insert = sqlite_database.insert_many
 
-    async def insert_many(statement: Any, rows: list[dict[str, Any]]) -> None:
+    async def insert_many(statement: Any, columns: Any, rows: list[Any]) -> None:
         at_insert.append(turns)
-        await real_insert(statement, rows)
+        await real_insert(statement, columns, rows)
 
     sqlite_database.insert_many = insert_many  # type: ignore[method-assign]
     counter = asyncio.create_task(count_turns())
@@ -83,13 +136,13 @@ async def test_a_flush_lets_requests_run_while_it_builds_a_batch(sqlite_database
 
 
 async def test_a_failing_database_keeps_the_entries_for_the_next_round(
-    tmp_path: Path, captured_logs: list[EventDict]
+    empty_database_url: str, captured_logs: list[EventDict]
 ) -> None:
     """The batch goes back to the buffer; one warning per outage; the metric counts each try.
 
     The database has no api_logs table (never migrated), so every insert fails.
     """
-    broken = Database(f"sqlite:///{tmp_path / 'unmigrated.db'}")
+    broken = Database(empty_database_url)
     metrics = Metrics()
     writer = ApiLogWriter(broken, metrics)
     writer.submit(request_record("req_a"))

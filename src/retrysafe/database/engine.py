@@ -340,27 +340,28 @@ class Database:
                 if conn.in_transaction():
                     await conn.rollback()
 
-    async def insert_many(self, statement: PreparedInsert, rows: list[dict[str, Any]]) -> None:
-        """Insert ``rows`` in one transaction of their own (on SQLite a unit of a group commit).
+    async def insert_many(
+        self, statement: PreparedInsert, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+    ) -> None:
+        """Insert ``rows`` (values in ``columns``' order) in one transaction of their own.
 
         Never part of a request transaction: for background batches (the API log).
+        On SQLite a unit of a group commit; on PostgreSQL one ``COPY``, which costs
+        the server about half of what the same rows cost as prepared inserts.
         """
         if not rows:
             return
         if self.writer is not None:
-            prepared = statement.prepared_for(rows[0])
-            sql = prepared.sql
-            batch = [prepared.values(row) for row in rows]
+            sql = statement.positional(columns).sql
             try:
-                await self.writer.run(partial(_execute_many, sql, batch))
+                await self.writer.run(partial(_execute_many, sql, rows))
             except sqlite3.OperationalError as exc:
                 if is_busy(exc):
                     raise DatabaseUnavailable(str(exc)) from exc
                 raise
             return
-        prepared = statement.prepared_for(rows[0])
-        async with self.raw() as conn, conn.transaction():
-            await conn.executemany(prepared.sql, [prepared.values(row) for row in rows])
+        async with self.raw() as conn:
+            await conn.copy_records_to_table(statement.table.name, records=rows, columns=columns)
 
     @contextmanager
     def joined(self, transaction: RequestTransaction) -> Iterator[None]:
@@ -421,7 +422,7 @@ async def _pg_insert(conn: Any, queued: QueuedInsert) -> BaseException | None:
     return InsertConflict(on_conflict).error()
 
 
-def _execute_many(sql: str, batch: list[list[Any]], raw: sqlite3.Connection) -> None:
+def _execute_many(sql: str, batch: list[tuple[Any, ...]], raw: sqlite3.Connection) -> None:
     raw.executemany(sql, batch)
 
 
@@ -486,6 +487,13 @@ class PreparedInsert:
         self.reports_conflict = bool(unless)
         self._db = db
         self._compiled: dict[tuple[str, ...], Prepared] = {}
+
+    def positional(self, columns: tuple[str, ...]) -> Prepared:
+        """The statement for rows given as values in ``columns``' order."""
+        prepared = self.prepared_for(dict.fromkeys(columns))
+        if prepared.order != columns:  # SQLAlchemy binds the values in the order given
+            raise ValueError(f"{self.table.name}: bound as {prepared.order}, not {columns}")
+        return prepared
 
     def prepared_for(self, row: Mapping[str, Any]) -> Prepared:
         """The statement for a row with exactly ``row``'s columns."""
