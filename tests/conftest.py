@@ -213,11 +213,14 @@ def _unfrozen_heap() -> Iterator[None]:
     """What a test's app froze at its start-up (``RetrySafe``, ``serve``) is collectable again.
 
     A server freezes its heap once; the suite starts hundreds of apps in one process,
-    and each freeze would keep everything alive then out of collection for good.
+    and each freeze would keep everything alive then out of collection for good. The
+    collection thresholds the freeze raised are put back too.
     """
+    thresholds = gc.get_threshold()
     yield
     if gc.get_freeze_count():
         gc.unfreeze()
+    gc.set_threshold(*thresholds)
 
 
 @pytest.fixture

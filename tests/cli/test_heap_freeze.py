@@ -1,4 +1,5 @@
-"""serve freezes the startup heap, so full garbage collections skip it while serving."""
+"""serve freezes the startup heap, so full garbage collections skip it while serving,
+and raises the young generation's threshold, so requests in flight are not walked for nothing."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from retrysafe.heap import freeze_startup_heap
+from retrysafe.heap import YOUNG_THRESHOLD, freeze_startup_heap
 
 from .conftest import MainRunner
 
@@ -22,8 +23,10 @@ class _Node:
 @pytest.fixture
 def unfrozen() -> Iterator[None]:
     """Leave the test process's collector as it was found."""
+    thresholds = gc.get_threshold()
     yield
     gc.unfreeze()
+    gc.set_threshold(*thresholds)
 
 
 @pytest.mark.usefixtures("unfrozen")
@@ -40,6 +43,24 @@ def test_objects_alive_at_startup_are_frozen_and_later_cycles_still_collected() 
     del cycle
     gc.collect()
     assert watched() is None
+
+
+@pytest.mark.usefixtures("unfrozen")
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ((700, 10, 10), (YOUNG_THRESHOLD, 10, 10)),  # CPython's default
+        ((2000, 5, 20), (YOUNG_THRESHOLD, 5, 20)),  # the older generations are kept
+        ((50_000, 10, 10), (50_000, 10, 10)),  # already higher: left alone
+        ((0, 10, 10), (0, 10, 10)),  # automatic collection off: left off
+    ],
+)
+def test_the_young_threshold_is_raised_never_lowered(
+    before: tuple[int, int, int], after: tuple[int, int, int]
+) -> None:
+    gc.set_threshold(*before)
+    freeze_startup_heap()
+    assert gc.get_threshold() == after
 
 
 @pytest.mark.usefixtures("unfrozen")
