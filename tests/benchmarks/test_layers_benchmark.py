@@ -52,7 +52,10 @@ async def test_every_layer_gets_a_figure_and_the_stack_answers_the_replay() -> N
         "innermost app (canned replay)",
         *(layer.name for layer in layers.layers(Settings(), Metrics())),
     ]
-    assert costs[-1].cumulative > costs[0].cumulative > 0
+    # Every prefix of the stack was timed. Which costs more is not asserted: 20 requests
+    # on a shared machine are a figure to read, not one to compare (a pause in the
+    # innermost app's run once made it dearer than the whole stack).
+    assert all(cost.cumulative > 0 for cost in costs)
     assert "| envelope |" in layers.table(costs)
 
 
