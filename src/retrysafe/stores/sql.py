@@ -39,11 +39,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections import namedtuple
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
-from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
@@ -133,6 +133,8 @@ _FREE = and_(
 # request costs more CPU than executing it.
 _LOAD = select(records).where(_THIS_RECORD)
 _LOADED_COLUMNS = tuple(column.name for column in records.c)
+_Loaded = namedtuple("_Loaded", _LOADED_COLUMNS)  # type: ignore[misc]
+"""A row of ``_LOAD`` by column name: read on every replay, so no dict per row."""
 # Compare-and-set on the token that was judged: a slow holder completing between
 # our read and this update must win, not be overwritten.
 _TAKE_OVER = (
@@ -339,8 +341,15 @@ class SqlIdempotencyStore:
         transaction (what ``attempt`` would read first), e.g. joined to the API-key
         lookup by :class:`~retrysafe.service.authenticator.DatabaseAuthenticator`.
         """
+        key, row = prefetched.key, prefetched.row
+        if key not in self._running and not isinstance(row, _Unread):
+            # A replay or a mismatch is decided by the row alone, as both openers would
+            # decide it first: answered without their generator machinery.
+            settled = _settled_by(_record_of(key, row), fingerprint, now)
+            if settled is not None:
+                return _Decided(settled)
         opener = self._deferred_attempt if deferred else self._attempt
-        return opener(prefetched.key, fingerprint, now, ttl, prefetched.row)
+        return opener(key, fingerprint, now, ttl, row)
 
     @staticmethod
     def record_columns() -> tuple[Any, ...]:
@@ -781,6 +790,21 @@ def _pg_unit_values(
     return values
 
 
+class _Decided:
+    """An attempt whose decision is known before it starts: entered, it gives the decision."""
+
+    __slots__ = ("_decision",)
+
+    def __init__(self, decision: Decision) -> None:
+        self._decision = decision
+
+    async def __aenter__(self) -> Decision:
+        return self._decision
+
+    async def __aexit__(self, *_exc: object) -> None:
+        return None
+
+
 def _verdict_on(
     existing: IdempotencyRecord | None, attempt: _SqlAttempt
 ) -> Replay | Mismatch | InFlight:
@@ -1105,7 +1129,7 @@ def _record_of(key: RecordKey, values: tuple[Any, ...] | None) -> IdempotencyRec
     """The record a row of ``_LOAD`` holds (``None`` for no row)."""
     if values is None:
         return None
-    row = SimpleNamespace(**dict(zip(_LOADED_COLUMNS, values, strict=True)))
+    row: Any = _Loaded._make(values)
     response = None
     if row.response_status is not None:
         response = StoredResponse(
