@@ -24,7 +24,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -360,11 +360,19 @@ class Database:
     @contextmanager
     def joined(self, transaction: RequestTransaction) -> Iterator[None]:
         """Make ``transaction`` the one every ``read``/``write``/``writes`` below joins."""
-        token = _ambient.set(transaction)
+        token = self.join(transaction)
         try:
             yield
         finally:
-            _ambient.reset(token)
+            self.leave(token)
+
+    def join(self, transaction: RequestTransaction) -> Token[RequestTransaction | None]:
+        """:meth:`joined` as two calls, for a context manager written as a class."""
+        return _ambient.set(transaction)
+
+    def leave(self, token: Token[RequestTransaction | None]) -> None:
+        """End what :meth:`join` began."""
+        _ambient.reset(token)
 
     async def _write_unit(self, queued: list[QueuedInsert]) -> None:
         """Commit ``queued`` on its own: a unit of a group on SQLite, a transaction elsewhere."""

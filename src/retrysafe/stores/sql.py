@@ -343,11 +343,15 @@ class SqlIdempotencyStore:
         """
         key, row = prefetched.key, prefetched.row
         if key not in self._running and not isinstance(row, _Unread):
-            # A replay or a mismatch is decided by the row alone, as both openers would
-            # decide it first: answered without their generator machinery.
-            settled = _settled_by(_record_of(key, row), fingerprint, now)
+            # What the row alone decides, as both openers would decide it first, is
+            # answered without their generator machinery: a replay or a mismatch, and
+            # a deferred request's free key (the create's path).
+            existing = _record_of(key, row)
+            settled = _settled_by(existing, fingerprint, now)
             if settled is not None:
                 return _Decided(settled)
+            if deferred and (existing is None or _is_free(existing, now)):
+                return self._deferred_new(key, fingerprint, now, ttl)
         opener = self._deferred_attempt if deferred else self._attempt
         return opener(key, fingerprint, now, ttl, row)
 
@@ -415,6 +419,11 @@ class SqlIdempotencyStore:
             async with self._claimed_first(key, fingerprint, now, ttl) as decision:
                 yield decision
             return
+        async with self._deferred_new(key, fingerprint, now, ttl) as decision:
+            yield decision
+
+    def _deferred_new(self, key: RecordKey, fingerprint: str, now: float, ttl: float) -> _Executing:
+        """A deferred request on a free key: run it, its claim made where it commits."""
         params = _claim_params(key, fingerprint, now, ttl)
         # Run without the key's lock, as on PostgreSQL: it is tried where the key is
         # claimed (the commit's unit, or the handler's first write).
@@ -422,8 +431,7 @@ class SqlIdempotencyStore:
         attempt = _SqlAttempt(
             self, key, fingerprint, params, created_at=now, ttl=ttl, key_lock=key_lock
         )
-        async with self._executing(attempt) as decision:
-            yield decision
+        return self._executing(attempt)
 
     @asynccontextmanager
     async def _locked(
@@ -486,19 +494,9 @@ class SqlIdempotencyStore:
         finally:
             key_lock.release()
 
-    @asynccontextmanager
-    async def _executing(self, attempt: _SqlAttempt) -> AsyncIterator[Execute]:
+    def _executing(self, attempt: _SqlAttempt) -> _Executing:
         """Run ``attempt``, claimed or still to be claimed, as its key's one runner here."""
-        self._running.add(attempt.key)
-        try:
-            with self._db.joined(attempt):
-                yield Execute(attempt)
-        finally:
-            await attempt.close()
-            # After a checkpoint the key already left the set, and another request of
-            # this process may have claimed it since: that entry is not ours to remove.
-            if not attempt.checkpointed:
-                self._running.discard(attempt.key)
+        return _Executing(self, attempt)
 
     async def purge_expired(self, now: float) -> int:
         purged = 0
@@ -788,6 +786,36 @@ def _pg_unit_values(
     for _, row, _ in inserts:
         values.extend(row.values())
     return values
+
+
+class _Executing:
+    """``SqlIdempotencyStore._executing`` as a class: entered and left once per create.
+
+    The key joins the store's running set and the attempt becomes the ambient
+    transaction; leaving ends the attempt (what was not committed is rolled back)
+    and takes the key out of the set again, unless a checkpoint already did.
+    """
+
+    __slots__ = ("_attempt", "_store", "_token")
+
+    def __init__(self, store: SqlIdempotencyStore, attempt: _SqlAttempt) -> None:
+        self._store = store
+        self._attempt = attempt
+
+    async def __aenter__(self) -> Execute:
+        attempt = self._attempt
+        self._store._running.add(attempt.key)
+        self._token = self._store._db.join(attempt)
+        return Execute(attempt)
+
+    async def __aexit__(self, *_exc: object) -> None:
+        attempt = self._attempt
+        self._store._db.leave(self._token)
+        await attempt.close()
+        # After a checkpoint the key already left the set, and another request of
+        # this process may have claimed it since: that entry is not ours to remove.
+        if not attempt.checkpointed:
+            self._store._running.discard(attempt.key)
 
 
 class _Decided:
