@@ -296,19 +296,14 @@ class Database:
             yield conn
             await conn.commit()
 
-    @asynccontextmanager
-    async def writes(self) -> AsyncIterator[Writes]:
-        """Inserts that may wait for the commit: see :class:`Writes`.
+    def writes(self) -> Writes:
+        """Inserts that may wait for the commit, in an ``async with``: see :class:`Writes`.
 
         Inside a request transaction they belong to it. Outside one they are one
         unit of their own, written (on SQLite in the next group commit) when the
         block ends, and a conflict is raised then, from the ``async with``.
         """
-        current = _ambient.get()
-        writes = Writes(self, current)
-        yield writes
-        if current is None and writes.queued:
-            await self._write_unit(writes.queued)
+        return Writes(self, _ambient.get())
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -452,6 +447,14 @@ class Writes:
         self._db = db
         self._transaction = transaction
         self.queued: list[QueuedInsert] = []
+
+    # Its own context manager rather than a generator's: one per create.
+    async def __aenter__(self) -> Writes:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, *_exc: object) -> None:
+        if kind is None and self._transaction is None and self.queued:
+            await self._db._write_unit(self.queued)
 
     async def insert(
         self,
