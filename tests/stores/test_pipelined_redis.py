@@ -251,6 +251,33 @@ async def test_a_server_that_never_answers_is_a_timeout_within_the_command_timeo
     assert timeout <= elapsed < timeout + 0.25
 
 
+async def test_a_command_cut_off_by_another_ones_timeout_fails_as_a_timeout_too(
+    scripted: ScriptedRedis,
+) -> None:
+    """A command that times out closes its connection (it may be stuck), failing the ones
+    behind it before their own deadline: with no retry left, they are timeouts as well.
+
+    As a ConnectionError they raced: ten commands with one retry each, their deadlines
+    microseconds apart, got a ConnectionError when another's timeout closed the
+    connection their retry was on.
+    """
+    scripted.silent = True
+    pipeline = pipeline_for(scripted.url, socket_timeout=0.3)
+    try:
+        first = asyncio.ensure_future(pipeline.execute("ECHO", "first"))
+        await asyncio.sleep(0.1)
+        second = asyncio.ensure_future(pipeline.execute("ECHO", "second"))
+        started = time.monotonic()
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(first, second, return_exceptions=True), HANG_GUARD
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        await pipeline.aclose()
+    assert [type(outcome) for outcome in outcomes] == [TimeoutError, TimeoutError], outcomes
+    assert elapsed < 0.3  # the second ended with the first, before its own deadline
+
+
 async def test_a_refused_connect_is_tried_again_by_the_next_command_only() -> None:
     """No reconnect loop while the server is down: no task is left running, and the
     command after the server came back connects by itself."""

@@ -25,7 +25,8 @@ What it keeps from redis-py, exactly (the store's tests hold it to that):
 - **Timeout**: the client's ``socket_timeout`` bounds each command, its retry
   included (redis-py gives each try a timeout of its own, so a Redis that stops
   answering took twice as long to become a 503). A command that times out closes
-  the connection, as redis-py closes its own: the next command gets a new one.
+  the connection, as redis-py closes its own: the next command gets a new one, and
+  a command waiting behind it with no retry left fails as a timeout too.
 - **Lazy reconnect**: a connection that failed to open is tried again by the
   next command, never by a loop in the background while Redis is down.
 
@@ -327,11 +328,17 @@ class _ConnectionProtocol(asyncio.Protocol):
                 future.set_exception(why.again())
 
     def expire(self, future: asyncio.Future[Reply]) -> None:
-        """``future``'s timeout ran out: fail it, and close the connection (it may be stuck)."""
+        """``future``'s timeout ran out: fail it, and close the connection (it may be stuck).
+
+        The commands waiting behind it fail with it, before their own deadlines: one with
+        a retry left sends again on a new connection; one without is a timeout too, as
+        the stuck connection's is, not a lost connection.
+        """
         if future.done():
             return
         future.set_exception(_Expired())
-        self.abort(_Lost(f"Connection to {self._where} closed after a command timed out"))
+        message = f"Connection to {self._where} closed after a command timed out"
+        self.abort(_Lost(message, error=redis_errors.TimeoutError))
 
     def set_keepalive(self, options: Mapping[int, int | bytes]) -> None:
         """``SO_KEEPALIVE`` and the TCP ``options``, as redis-py sets them on its sockets."""
