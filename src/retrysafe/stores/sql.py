@@ -41,7 +41,7 @@ import asyncio
 import sqlite3
 from collections import namedtuple
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -132,8 +132,7 @@ _FREE = and_(
 # Statements are built once: constructing and cache-keying a Core statement per
 # request costs more CPU than executing it.
 _LOAD = select(records).where(_THIS_RECORD)
-_LOADED_COLUMNS = tuple(column.name for column in records.c)
-_Loaded = namedtuple("_Loaded", _LOADED_COLUMNS)  # type: ignore[misc]
+_Loaded = namedtuple("_Loaded", [column.name for column in records.c])  # type: ignore[misc]
 """A row of ``_LOAD`` by column name: read on every replay, so no dict per row."""
 # Compare-and-set on the token that was judged: a slow holder completing between
 # our read and this update must win, not be overwritten.
@@ -349,7 +348,7 @@ class SqlIdempotencyStore:
             existing = _record_of(key, row)
             settled = _settled_by(existing, fingerprint, now)
             if settled is not None:
-                return _Decided(settled)
+                return nullcontext(settled)
             if deferred and (existing is None or _is_free(existing, now)):
                 return self._deferred_new(key, fingerprint, now, ttl)
         opener = self._deferred_attempt if deferred else self._attempt
@@ -816,21 +815,6 @@ class _Executing:
         # this process may have claimed it since: that entry is not ours to remove.
         if not attempt.checkpointed:
             self._store._running.discard(attempt.key)
-
-
-class _Decided:
-    """An attempt whose decision is known before it starts: entered, it gives the decision."""
-
-    __slots__ = ("_decision",)
-
-    def __init__(self, decision: Decision) -> None:
-        self._decision = decision
-
-    async def __aenter__(self) -> Decision:
-        return self._decision
-
-    async def __aexit__(self, *_exc: object) -> None:
-        return None
 
 
 def _verdict_on(
