@@ -32,6 +32,7 @@ from retrysafe.database.migrate import upgrade
 from retrysafe.service import admin
 from retrysafe.service.api_keys import ALL_SCOPES
 from retrysafe.service.app import create_app
+from retrysafe.service.http_protocol import JoinedWritesProtocol
 from retrysafe.settings import Settings
 
 if TYPE_CHECKING:
@@ -142,6 +143,7 @@ def start_server(settings: Settings, *, migrate_first: bool = True) -> LiveServe
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         create_app(settings),
+        http=JoinedWritesProtocol,  # as ``serve`` runs it
         log_level="warning",
         access_log=False,
         ws="none",

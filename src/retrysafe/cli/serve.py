@@ -42,6 +42,7 @@ def run_server(settings: Settings) -> None:
     # Imported late: the web stack is heavy and the admin commands never need it.
     import uvicorn
 
+    from retrysafe.service.http_protocol import JoinedWritesProtocol
     from retrysafe.service.workers import ListenError, reserve_port
 
     host, workers = settings.host, settings.workers
@@ -66,7 +67,8 @@ def run_server(settings: Settings) -> None:
         "host": host,
         "port": port,
         "loop": "uvloop",
-        "http": "httptools",
+        # httptools, with a response's head and body sent in one write (http_protocol.py).
+        "http": JoinedWritesProtocol,
         "log_level": settings.log_level.value,
         "log_config": log_config.uvicorn_log_config(settings.log_level, settings.log_format),
         # No "server: uvicorn" header: it tells scanners what to probe and clients nothing.
