@@ -102,6 +102,27 @@ def test_ratios_are_paired_within_a_pass_and_targets_carry_their_margin() -> Non
     assert not found["server CPU per create ≤ 0.35 ms (SQLite)"].met
 
 
+def test_cpu_goals_are_also_given_against_the_anchors_cpu_in_the_same_pass() -> None:
+    def costing(row: str, cpu_ms: float) -> Measurement:
+        result = _measurement(row, 1000).result
+        return Measurement(row, result, cpu_ms, (cpu_ms * 6,), 90.0, ())
+
+    passes = [
+        {"anchor_sqlite": costing("anchor_sqlite", 0.40), "create": costing("create", 0.60)},
+        {"anchor_sqlite": costing("anchor_sqlite", 0.30), "create": costing("create", 0.60)},
+    ]
+    found = {t.name: t for t in report.targets(passes)}
+    assert not found["server CPU per create ≤ 0.35 ms (SQLite)"].met
+    scaled = found[
+        "reference: server CPU per SQLite create ≤ 1.75× anchor_sqlite's in the same pass"
+        " (0.35 ms where it cost 0.2 ms)"
+    ]
+    # Paired within each pass: median(1.5, 2.0), against 0.35 / 0.20.
+    assert scaled.measured == pytest.approx(1.75)
+    assert scaled.goal == pytest.approx(1.75)
+    assert scaled.met
+
+
 def test_postgres_rows_are_measured_against_the_postgres_anchor() -> None:
     one = {
         "anchor_sqlite": _measurement("anchor_sqlite", 3000),
