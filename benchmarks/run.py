@@ -297,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     per_size[size].append(point)
                     progress.step(
                         f"pass {number}: growth {point.label}: {point.rps:.0f} req/s, "
-                        f"RSS {point.rss_mb:.0f} MiB"
+                        f"p99 {point.p99_ms:.1f} ms, RSS {point.rss_mb:.0f} MiB"
                     )
             points = [growth.median_point(per_size[size]) for size in sizes]
 
