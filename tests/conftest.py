@@ -29,10 +29,10 @@ from tests.support.sync import run_sync
 
 from retrysafe.database import Database
 from retrysafe.database.migrate import upgrade
+from retrysafe.integrations.uvicorn import JoinedWritesProtocol
 from retrysafe.service import admin
 from retrysafe.service.api_keys import ALL_SCOPES
 from retrysafe.service.app import create_app
-from retrysafe.service.http_protocol import JoinedWritesProtocol
 from retrysafe.settings import Settings
 
 if TYPE_CHECKING:

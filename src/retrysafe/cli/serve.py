@@ -42,7 +42,7 @@ def run_server(settings: Settings) -> None:
     # Imported late: the web stack is heavy and the admin commands never need it.
     import uvicorn
 
-    from retrysafe.service.http_protocol import JoinedWritesProtocol
+    from retrysafe.integrations.uvicorn import JoinedWritesProtocol
     from retrysafe.service.workers import ListenError, reserve_port
 
     host, workers = settings.host, settings.workers
@@ -67,7 +67,7 @@ def run_server(settings: Settings) -> None:
         "host": host,
         "port": port,
         "loop": "uvloop",
-        # httptools, with a response's head and body sent in one write (http_protocol.py).
+        # httptools, with a response's head and body sent in one write (integrations/uvicorn.py).
         "http": JoinedWritesProtocol,
         "log_level": settings.log_level.value,
         "log_config": log_config.uvicorn_log_config(settings.log_level, settings.log_format),

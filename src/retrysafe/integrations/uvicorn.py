@@ -7,6 +7,10 @@ two wake-ups of the client. Under wrk those two system calls were about a fifth
 of a replay's server CPU. Here a short write waits for the next one, and the two
 go out as one; what nothing follows in the same event-loop iteration goes out at
 the end of it, so no answer waits longer than the requests already running.
+
+``retrysafe serve`` runs uvicorn with it; an app served with uvicorn from Python
+takes it as ``uvicorn.run(app, loop="uvloop", http=JoinedWritesProtocol)`` (it
+needs httptools, as uvicorn's own ``httptools`` protocol does).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The server's HTTP protocol: a response's head and body leave in one write, nothing reordered.
+"""The uvicorn protocol of ``serve`` and the README: a response's head and body in one write.
 
 A real uvicorn (uvloop, httptools) on loopback serves a small ASGI app through
 :class:`JoinedWritesProtocol`; the client is a plain socket, so what is checked is
@@ -9,6 +9,7 @@ once more to count the calls that reach it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import threading
@@ -20,7 +21,8 @@ import httpx
 import pytest
 import uvicorn
 
-from retrysafe.service.http_protocol import JoinedWrites, JoinedWritesProtocol
+from retrysafe.asgi import RetrySafe
+from retrysafe.integrations.uvicorn import JoinedWrites, JoinedWritesProtocol
 
 BIG = 40 * 1024
 """A chunk longer than what the transport holds back."""
@@ -90,14 +92,14 @@ async def _app(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b""})
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
+@contextlib.contextmanager
+def _serving(app: Any) -> Iterator[str]:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        _app, loop="uvloop", http=_CountingProtocol, log_level="warning", access_log=False
+        app, loop="uvloop", http=_CountingProtocol, log_level="warning", access_log=False
     )
     instance = uvicorn.Server(config)
     thread = threading.Thread(target=instance.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -107,10 +109,18 @@ def server() -> Iterator[str]:
         assert thread.is_alive(), "the server stopped before it started"
         assert time.monotonic() < deadline, "the server did not start"
         time.sleep(0.01)
-    yield f"127.0.0.1:{port}"
-    instance.should_exit = True
-    thread.join(10)
-    sock.close()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        instance.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    with _serving(_app) as address:
+        yield address
 
 
 def _exchange(address: str, request: bytes) -> bytes:
@@ -186,6 +196,21 @@ def test_the_head_is_not_held_for_a_body_that_comes_later(server: str) -> None:
 def test_head_requests_and_empty_answers_are_sent(server: str) -> None:
     assert _exchange(server, _request("/json", "HEAD")).startswith(b"HTTP/1.1 201 ")
     assert _exchange(server, _request("/nothing")).startswith(b"HTTP/1.1 204 ")
+
+
+def test_a_mounted_app_served_by_uvicorn_answers_and_replays_in_one_write_each() -> None:
+    # The library's use, as the README gives it: RetrySafe around an app, uvicorn with
+    # this protocol. A keyed create and its replay, each answer one write.
+    app = RetrySafe(_app, store="memory://")
+    with _serving(app) as address, httpx.Client(base_url=f"http://{address}") as client:
+        writes.clear()
+        headers = {"Authorization": "Bearer k", "Idempotency-Key": "order-1"}
+        first = client.post("/json", json={"n": 1}, headers=headers)
+        again = client.post("/json", json={"n": 1}, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.content == first.content
+    assert len(writes) == 2
 
 
 class _Recording(asyncio.Transport):
