@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import socket
-import threading
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,9 +20,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 import pytest
 import structlog
-import uvicorn
 from tests.support import postgres
 from tests.support.sync import run_sync
+from tests.support.uvicorn_thread import UvicornThread, start_uvicorn
 
 from retrysafe.database import Database
 from retrysafe.database.migrate import upgrade
@@ -39,8 +36,6 @@ if TYPE_CHECKING:
     from tests.server_process import ServerProcess
 
 T = TypeVar("T")
-
-STARTUP_TIMEOUT = 15.0
 
 TEST_SETTINGS = Settings(
     # High enough that only tests about rate limiting ever meet a 429.
@@ -87,8 +82,7 @@ class LiveServer:
     """Base URL without a trailing slash, e.g. ``http://127.0.0.1:54321``."""
     settings: Settings
     database_url: str
-    _server: uvicorn.Server = field(repr=False)
-    _thread: threading.Thread = field(repr=False)
+    _running: UvicornThread = field(repr=False)
 
     @property
     def api_url(self) -> str:
@@ -119,55 +113,30 @@ class LiveServer:
 
     def stop(self) -> None:
         """Shut the server down and wait until it has (lifespan shutdown included)."""
-        self.request_stop()
-        self.wait_stopped()
+        self._running.stop()
 
     def request_stop(self) -> None:
-        self._server.should_exit = True
+        self._running.request_stop()
 
     def wait_stopped(self) -> None:
-        self._thread.join(timeout=STARTUP_TIMEOUT)
-        if self._thread.is_alive():  # pragma: no cover - a hung shutdown fails loudly
-            raise RuntimeError("the test server did not shut down")
+        self._running.wait_stopped()
 
 
 def start_server(settings: Settings, *, migrate_first: bool = True) -> LiveServer:
     """Migrate ``settings.database_url`` and serve ``create_app(settings)`` on a free port."""
     if migrate_first:
         migrate(settings.database_url)
-    # Binding here (port 0) and handing uvicorn the socket avoids racing other tests
-    # for a "free" port between choosing it and binding it.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
+    running = start_uvicorn(
         create_app(settings),
         http=JoinedWritesProtocol,  # as ``serve`` runs it
-        log_level="warning",
-        access_log=False,
-        ws="none",
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn-{port}", daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.01)
-    sock.close()  # uvicorn serves on its own duplicate of the listening socket
     return LiveServer(
-        url=f"http://127.0.0.1:{port}",
+        url=running.url,
         settings=settings,
         database_url=settings.database_url,
-        _server=server,
-        _thread=thread,
+        _running=running,
     )
 
 

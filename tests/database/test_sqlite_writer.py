@@ -168,7 +168,7 @@ def test_the_opt_out_is_a_flag_and_a_variable_and_is_checked() -> None:
 
 def _served_database(server: LiveServer) -> Database:
     """The Database of a running server: the one its idempotency layer's store writes to."""
-    layer: object = server._server.config.app
+    layer: object = server._running.server.config.app
     while not isinstance(layer, IdempotencyLayer):
         layer = layer.app  # type: ignore[attr-defined]
     store = layer.store

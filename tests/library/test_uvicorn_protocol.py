@@ -13,13 +13,12 @@ import contextlib
 import json
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any, cast
 
 import httpx
 import pytest
-import uvicorn
+from tests.support.uvicorn_thread import serving
 
 from retrysafe.asgi import RetrySafe
 from retrysafe.integrations.uvicorn import JoinedWrites, JoinedWritesProtocol
@@ -94,27 +93,8 @@ async def _app(scope: Any, receive: Any, send: Any) -> None:
 
 @contextlib.contextmanager
 def _serving(app: Any) -> Iterator[str]:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, loop="uvloop", http=_CountingProtocol, log_level="warning", access_log=False
-    )
-    instance = uvicorn.Server(config)
-    thread = threading.Thread(target=instance.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not instance.started:
-        assert thread.is_alive(), "the server stopped before it started"
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        instance.should_exit = True
-        thread.join(10)
-        sock.close()
+    with serving(app, loop="uvloop", http=_CountingProtocol) as server:
+        yield f"127.0.0.1:{server.port}"
 
 
 @pytest.fixture(scope="module")

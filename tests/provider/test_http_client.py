@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from tests.support.uvicorn_thread import serving
 
 from retrysafe.provider.client import (
     MAX_ANSWER_BYTES,
@@ -39,20 +37,9 @@ async def checks(request: Request) -> Response:
 
 @pytest.fixture(scope="module")
 def provider_url() -> Iterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
     app = Starlette(routes=[Route("/v1/checks", checks, methods=["POST"])])
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline, "test provider did not start"
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=15)
-    sock.close()
+    with serving(app, lifespan="off") as server:
+        yield server.url
 
 
 async def test_a_good_answer_is_a_check_answer(provider_url: str) -> None:

@@ -8,8 +8,6 @@ difference. Tests without a provider URL use the in-process provider.
 from __future__ import annotations
 
 import socket
-import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -19,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from tests.conftest import TEST_SETTINGS, LiveServer, migrate, with_database
 from tests.support.provider_process import ProviderProcess, start_provider
+from tests.support.uvicorn_thread import serving
 
 from retrysafe.database import Database
 from retrysafe.database.schema import verifications
@@ -232,41 +230,17 @@ class ExplodingProvider:
         return None
 
 
-def serve_in_thread(app: Any) -> tuple[str, Callable[[], None]]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, ws="none", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive(), "test server stopped while starting"
-        assert time.monotonic() < deadline, "test server did not start"
-        time.sleep(0.01)
-    sock.close()
-
-    def stop() -> None:
-        server.should_exit = True
-        thread.join(timeout=15)
-
-    return f"http://127.0.0.1:{port}/api/v1", stop
-
-
 def test_an_unexpected_exception_is_a_recorded_500_naming_only_the_request_id(
     database_url: str, tmp_path: Path
 ) -> None:
     migrate(database_url)
     settings = replace(TEST_SETTINGS, database_url=database_url, document_dir=tmp_path / "docs")
     secret = with_database(database_url, lambda db: admin.create_api_key(db, "acme"))[1]
-    url, stop = serve_in_thread(create_app(settings, provider=ExplodingProvider()))
-    try:
+    with serving(create_app(settings, provider=ExplodingProvider()), lifespan="on") as server:
         # Unconfigured structlog renders the logged traceback with rich, locals and all,
         # which takes seconds on a busy machine: more than httpx's default 5 s timeout.
         headers = {"Authorization": f"Bearer {secret}"}
-        with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
+        with httpx.Client(base_url=server.url + "/api/v1", headers=headers, timeout=60) as http:
             inquiry_id = new_inquiry(http)
             response = verify(http, inquiry_id, key="explodes")
             errors = envelope(response, 500, "internal_error")
@@ -276,5 +250,3 @@ def test_an_unexpected_exception_is_a_recorded_500_naming_only_the_request_id(
             replay = verify(http, inquiry_id, key="explodes")
             assert replay.headers["idempotent-replayed"] == "true"
             assert replay.content == response.content
-    finally:
-        stop()
