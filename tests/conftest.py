@@ -78,11 +78,14 @@ def new_api_key(
 class LiveServer:
     """One running ``create_app`` server and helpers acting on its database."""
 
-    url: str
-    """Base URL without a trailing slash, e.g. ``http://127.0.0.1:54321``."""
     settings: Settings
     database_url: str
     _running: UvicornThread = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        """Base URL without a trailing slash, e.g. ``http://127.0.0.1:54321``."""
+        return self._running.url
 
     @property
     def api_url(self) -> str:
@@ -133,7 +136,6 @@ def start_server(settings: Settings, *, migrate_first: bool = True) -> LiveServe
         timeout_graceful_shutdown=5,
     )
     return LiveServer(
-        url=running.url,
         settings=settings,
         database_url=settings.database_url,
         _running=running,
