@@ -160,12 +160,14 @@ async def test_forty_duplicates_across_two_processes_run_once_while_the_first_is
 ) -> None:
     """With the first execution held open, all 39 duplicates, in either process, get 409.
 
-    The test holds a SHARE lock on ``accounts``, so whichever request claims the key
-    first blocks on its insert, claim uncommitted. Its own process then answers the
-    duplicates it receives from memory, the other process only through the
-    database: if either let one through, it would queue behind the lock too and
-    fewer than 39 answers would arrive. Released, the first commits; every retry
-    replays its bytes.
+    The test locks the organization's row, so whichever request claims the key
+    first blocks at the end of its unit (the account's foreign-key check), key lock
+    held, claim uncommitted. Its own process then answers the duplicates it
+    receives from memory, the other process only through the database: if either
+    let one through, it would queue behind the row lock too and fewer than 39
+    answers would arrive. Released, the first commits; every retry replays its bytes.
+    (Under a lock on the table itself, each process's first duplicate would wait
+    with every other write instead: tests/test_workers.py holds that case too.)
     """
     org = "multiprocess-held"
     secret = cluster.new_key(org)
@@ -173,7 +175,7 @@ async def test_forty_duplicates_across_two_processes_run_once_while_the_first_is
     try:
         held = blocker.transaction()
         await held.start()
-        await blocker.execute("LOCK TABLE accounts IN SHARE MODE")
+        await blocker.execute("SELECT 1 FROM organizations WHERE name = $1 FOR UPDATE", org)
         tasks = {
             asyncio.create_task(post_create(clients[i % 2], secret, "held-key")): i
             for i in range(REQUESTS)

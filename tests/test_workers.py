@@ -19,7 +19,7 @@ import socket
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -43,8 +43,14 @@ BODY = json.dumps({"data": {"attributes": {"reference_id": "worker-ref", "name_f
 
 
 @asynccontextmanager
-async def account_writes_held(url: str) -> AsyncIterator[None]:
-    """Block every insert into ``accounts`` (SQLite: every write) until the block ends."""
+async def account_writes_held(url: str, organization: str | None = None) -> AsyncIterator[None]:
+    """Block every insert into ``accounts`` (SQLite: every write) until the block ends.
+
+    On PostgreSQL, given an ``organization``, its row is locked instead of the table:
+    an insert of one of its accounts then waits at the end of its statement (the
+    foreign key's check), after the statement has tried its idempotency key's lock,
+    where a table lock stops every writer before it tries anything.
+    """
     if url.startswith("sqlite"):
         conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
         try:
@@ -57,7 +63,13 @@ async def account_writes_held(url: str) -> AsyncIterator[None]:
     blocker = await asyncpg.connect(url)
     try:
         async with blocker.transaction():
-            await blocker.execute("LOCK TABLE accounts IN SHARE MODE")
+            if organization is None:
+                await blocker.execute("LOCK TABLE accounts IN SHARE MODE")
+            else:
+                locked = await blocker.fetch(
+                    "SELECT id FROM organizations WHERE name = $1 FOR UPDATE", organization
+                )
+                assert len(locked) == 1, organization
             yield
     finally:
         await blocker.close()
@@ -102,8 +114,51 @@ def workers_server(tmp_path: Path, empty_database_url: str) -> Iterator[tuple[Se
 async def test_duplicates_on_separate_connections_run_once_across_workers(
     workers_server: tuple[ServerProcess, str], empty_database_url: str
 ) -> None:
-    """While held: one waiting request per worker at most, the rest 409. Then one account."""
+    """While held: one waiting request in all (SQLite: per worker) at most, the rest 409.
+
+    On PostgreSQL only the request holding the key's advisory lock waits on the held
+    organization: the other worker's meets that lock and gets 409 at once. On SQLite
+    each worker's first waits for the write lock and then finds the record.
+    """
     server, secret = workers_server
+    sqlite = empty_database_url.startswith("sqlite")
+    await _duplicates_run_once(
+        server,
+        secret,
+        empty_database_url,
+        account_writes_held(empty_database_url, None if sqlite else "workers"),
+        most=WORKERS if sqlite else 1,
+    )
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("empty_database_url", ["postgresql"], indirect=True)
+async def test_duplicates_under_a_table_lock_wait_with_every_write_then_run_once(
+    workers_server: tuple[ServerProcess, str], empty_database_url: str
+) -> None:
+    """PostgreSQL, a lock on the ``accounts`` table itself (a migration's): each worker's
+    first duplicate waits with every other write, as it would for any request; once the
+    table is free again one of them runs and the other gets its record. Never two."""
+    server, secret = workers_server
+    await _duplicates_run_once(
+        server,
+        secret,
+        empty_database_url,
+        account_writes_held(empty_database_url),
+        most=WORKERS,
+    )
+
+
+async def _duplicates_run_once(
+    server: ServerProcess,
+    secret: str,
+    database_url: str,
+    held: AbstractAsyncContextManager[None],
+    *,
+    most: int,
+) -> None:
+    """REQUESTS duplicates sent while ``held``: at most ``most`` wait, the rest are 409;
+    then exactly one execution, every other answer its replay, one account."""
     headers = {
         "Authorization": f"Bearer {secret}",
         "Content-Type": "application/json",
@@ -115,11 +170,7 @@ async def test_duplicates_on_separate_connections_run_once_across_workers(
         async with httpx.AsyncClient(base_url=server.base_url, timeout=TIMEOUT) as client:
             return await client.post("/api/v1/accounts", content=BODY, headers=headers)
 
-    # On PostgreSQL only the request holding the key's advisory lock waits on the held
-    # table: the other worker's meets that lock and gets 409 at once. On SQLite each
-    # worker's first waits for the write lock and then finds the record.
-    most = WORKERS if empty_database_url.startswith("sqlite") else 1
-    async with account_writes_held(empty_database_url):
+    async with held:
         tasks = [asyncio.create_task(post()) for _ in range(REQUESTS)]
         pending = set(tasks)
         deadline = time.monotonic() + TIMEOUT
@@ -148,7 +199,7 @@ async def test_duplicates_on_separate_connections_run_once_across_workers(
             assert retry.status_code == 201, retry.text
             assert retry.headers["idempotent-replayed"] == "true"
             assert retry.content == originals[0].content
-    assert await account_count(empty_database_url) == 1
+    assert await account_count(database_url) == 1
 
 
 def refuses_connections(port: int) -> bool:

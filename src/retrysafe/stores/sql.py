@@ -631,27 +631,14 @@ class SqlIdempotencyStore:
             return
         statement = self._pg_units.statement(inserts)
         values = _pg_unit_values(attempt.key, stored, inserts)
-        lock = values[0]
         async with self._db.raw() as conn:
-            # A statement takes its tables' locks before it runs anything, so the key's
-            # lock is tried first, on its own: a unit meeting another holder of the key
-            # answers 409 at once instead of queueing behind a lock on the table.
-            if not await conn.fetchval(_PG_TRY_SESSION_LOCK, lock):
-                claimed = False
-            else:
-                try:
-                    claimed = (await conn.fetchrow(statement, *values))["claimed"]
-                except asyncpg.PostgresError as exc:
-                    # The statement released nothing: a session lock outlives it.
-                    await conn.fetchval(_PG_UNLOCK, lock)
-                    if isinstance(
-                        exc, asyncpg.DivisionByZeroError | asyncpg.IntegrityConstraintViolationError
-                    ):
-                        # An insert met a taken unique key (the division by its empty
-                        # RETURNING, see _PgUnits) or broke a constraint: the statement,
-                        # the record with it, was rolled back.
-                        raise RunAgain() from None
-                    raise
+            try:
+                claimed = (await conn.fetchrow(statement, *values))["claimed"]
+            except (asyncpg.DivisionByZeroError, asyncpg.IntegrityConstraintViolationError):
+                # An insert met a taken unique key (the division by its empty RETURNING,
+                # see _PgUnits) or broke a constraint: the statement, the record with it,
+                # was rolled back.
+                raise RunAgain() from None
         if not claimed:
             raise Superseded(await self._verdict_of_committed(attempt))
 
@@ -682,14 +669,13 @@ class SqlIdempotencyStore:
 
 
 _PG_CASTS: dict[type, str] = {str: "varchar", int: "integer", float: "float8", bytes: "bytea"}
-_PG_TRY_SESSION_LOCK = "SELECT pg_try_advisory_lock(hashtextextended($1::text, 0))"
-_PG_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended($1::text, 0))"
 _PG_RECORD_UNIT = (
     "WITH claim AS (INSERT INTO idempotency_records (organization_id, key, fingerprint, status,"
     " created_at, expires_at, locked_until, lock_token, recovery_point, recovery_data,"
     " response_status, response_content_type, response_location, response_body)"
     " SELECT $2::varchar, $3::varchar, $4::varchar, 'completed', $5::float8, $6::float8,"
     " NULL, NULL, NULL, NULL, $7::integer, $8::varchar, $9::text, $10::bytea"
+    " WHERE pg_try_advisory_xact_lock(hashtextextended($1::text, 0))"
     " ON CONFLICT (organization_id, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,"
     " status = EXCLUDED.status, created_at = EXCLUDED.created_at,"
     " expires_at = EXCLUDED.expires_at, locked_until = NULL, lock_token = NULL,"
@@ -711,10 +697,16 @@ class _PgUnits:
 
     A data-modifying CTE: the record claimed as completed where the key is free,
     and each insert only if that claim wrote a row; one round trip, one implicit
-    transaction (after the round trip that tried the key's advisory lock). The
-    result says whether the claim was had; an insert that met a taken unique key
-    makes the statement divide by its empty ``RETURNING``, and that error rolls
-    everything back: the record is never kept without its rows.
+    transaction. The claim first tries the key's transaction-scoped advisory lock,
+    the one a claim-first request holds while it runs, so a unit meeting another
+    holder of the key claims nothing and is answered 409 (or the replay) at once,
+    instead of waiting on that holder's uncommitted record; the lock goes with the
+    statement's commit. (The statement's table locks come before the try: under a
+    lock that stops writes to the tables themselves, a migration's, the unit waits
+    with every other write and is answered when it may run.) The result says
+    whether the claim was had; an insert that met a taken unique key makes the
+    statement divide by its empty ``RETURNING``, and that error rolls everything
+    back: the record is never kept without its rows.
     """
 
     def __init__(self) -> None:
@@ -756,13 +748,7 @@ def _pg_unit_statement(shape: tuple[tuple[PreparedInsert, tuple[str, ...]], ...]
                 f", CASE WHEN EXISTS (SELECT 1 FROM claim)"  # noqa: S608 - names made here
                 f" THEN 1 / (SELECT count(*) FROM w{index}) END AS w{index}"
             )
-    # The key's lock (taken before, see _commit_deferred) is released by the statement
-    # itself. Released early, it costs nothing: a unit of the same key would wait on
-    # the record's unique key, then see it committed.
-    parts.append(
-        " SELECT EXISTS (SELECT 1 FROM claim) AS claimed,"
-        " pg_advisory_unlock(hashtextextended($1::text, 0)) AS unlocked"
-    )
+    parts.append(" SELECT EXISTS (SELECT 1 FROM claim) AS claimed")
     parts.extend(checks)
     return "".join(parts)
 
